@@ -1,0 +1,94 @@
+// Loads the native helper (native/vhost_user.c), building it with node-gyp on
+// first use. It is not built at `npm install`, so installing the package never
+// needs a compiler; only the vhost-user host (Linux, Node) does.
+
+import { execFileSync } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** What recvmsg returns: bytes read (0 = peer closed) and fds passed with them. */
+export interface Received {
+  bytes: number;
+  fds: number[];
+  /** The kernel dropped fds that did not fit (more than 16). */
+  fdsTruncated: boolean;
+}
+
+/** An active fd watcher; pass it to `unwatch`. */
+export type Watcher = { readonly __brand: 'vhost-user-watcher' };
+
+/** The native functions. Errors are thrown with `code` set to the errno name. */
+export interface VhostUserAddon {
+  /** Bind and listen on a unix socket path (replaces a stale socket, refuses a live one). */
+  listen(path: string): number;
+  accept(fd: number): number;
+  connect(path: string): number;
+  recvmsg(fd: number, buf: Uint8Array): Received;
+  sendmsg(fd: number, buf: Uint8Array, fds?: number[]): number;
+  /** Map [offset, offset + length) of fd shared; the range starts `delta` bytes into `buffer`. */
+  mmap(fd: number, offset: number, length: number): { buffer: ArrayBuffer; delta: number };
+  eventfd(): number;
+  setBlocking(fd: number, blocking: boolean): void;
+  close(fd: number): void;
+  /** Call `onReady` on Node's loop whenever fd is readable (or hung up). */
+  watch(fd: number, onReady: (events: number) => void): Watcher;
+  unwatch(watcher: Watcher): void;
+}
+
+/** The host cannot run here (not Linux, no compiler, build failed). */
+export class AddonUnavailableError extends Error {
+  override readonly name = 'AddonUnavailableError';
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+/** native/ at the repository root (src/host/vhost-user → ../../../native). */
+export const nativeDir = join(here, '..', '..', '..', 'native');
+const binary = join(nativeDir, 'build', 'Release', 'vhost_user.node');
+const source = join(nativeDir, 'vhost_user.c');
+
+let loaded: VhostUserAddon | undefined;
+
+/** Build the addon if it is missing or older than its source. */
+export function buildAddon(options: { quiet?: boolean } = {}): string {
+  if (process.platform !== 'linux') {
+    throw new AddonUnavailableError(
+      `the vhost-user host needs Linux (unix-socket fd passing and shared guest memory); this is ${process.platform}`,
+    );
+  }
+  if (existsSync(binary) && statSync(binary).mtimeMs >= statSync(source).mtimeMs) return binary;
+  const require = createRequire(import.meta.url);
+  let gyp: string;
+  try {
+    gyp = require.resolve('node-gyp/bin/node-gyp.js');
+  } catch (cause) {
+    throw new AddonUnavailableError('node-gyp is not installed: run `npm install` (it is a devDependency)', {
+      cause,
+    });
+  }
+  const args = [gyp, 'rebuild', '--directory', nativeDir];
+  // Use the running Node's own headers when it ships them (Debian's nodejs
+  // does, under /usr/include/node): node-gyp would otherwise download them.
+  const prefix = dirname(dirname(process.execPath));
+  if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
+  try {
+    execFileSync(process.execPath, args, { stdio: options.quiet ? 'pipe' : ['ignore', 2, 2] });
+  } catch (cause) {
+    const output = (cause as { stderr?: Buffer }).stderr?.toString() ?? '';
+    throw new AddonUnavailableError(
+      `building the vhost-user addon failed (needs python3, make and a C compiler):\n${output.slice(-2000)}`,
+      { cause },
+    );
+  }
+  return binary;
+}
+
+/** The addon, built on first use. */
+export function loadAddon(): VhostUserAddon {
+  if (loaded) return loaded;
+  const path = buildAddon({ quiet: true });
+  const require = createRequire(import.meta.url);
+  loaded = require(path) as VhostUserAddon;
+  return loaded;
+}

@@ -1,0 +1,667 @@
+// A vhost-user back-end in Node: QEMU (the front-end) hands this process the
+// guest's RAM (memfd fds, mapped here with the addon) and the virtqueues (ring
+// addresses, a kick eventfd and a call eventfd per queue), and the project's
+// own device core serves them. The same SplitQueue and VirtioDevice code that
+// runs in the browser is what the guest's driver talks to.
+//
+// One front-end connection at a time; when it goes away the device is reset
+// and the next connection is accepted (QEMU reconnects after a restart).
+// Messages are handled strictly in order; a handler may be asynchronous
+// (GET_VRING_BASE waits for in-flight requests), and later messages wait.
+//
+// Ring lifecycle (vhost-user.rst "Starting and stopping rings"): a ring starts
+// when it has an address and a kick fd, is enabled by SET_VRING_ENABLE (or at
+// once when protocol features were not negotiated), and stops at
+// GET_VRING_BASE. The device is activated when the first ring starts and reset
+// when the last one stops.
+
+import { readSync, unlinkSync, writeSync } from 'node:fs';
+import type { VirtioDevice, ActivateContext } from '../../virtio/device.ts';
+import { hasFeature, VirtioFeature } from '../../virtio/device.ts';
+import { GuestMemory } from '../../virtio/memory.ts';
+import { checkGeometry, SplitQueue, MAX_QUEUE_SIZE } from '../../virtio/queue.ts';
+import { loadAddon, type VhostUserAddon, type Watcher } from './addon.ts';
+import {
+  BackendRequest,
+  decodeConfig,
+  decodeHeader,
+  decodeMemTable,
+  decodeU64,
+  decodeVringAddr,
+  decodeVringState,
+  encodeConfig,
+  encodeMessage,
+  encodeReply,
+  encodeU64,
+  encodeVringState,
+  F_PROTOCOL_FEATURES,
+  HEADER_SIZE,
+  HeaderFlag,
+  MAX_PAYLOAD,
+  ProtocolError,
+  ProtocolFeature,
+  repliesItself,
+  Request,
+  requestName,
+  VRING_INDEX_MASK,
+  VRING_NOFD_MASK,
+  type MemRegion,
+} from './protocol.ts';
+
+/** Protocol features this back-end offers. */
+export const OFFERED_PROTOCOL_FEATURES =
+  (1n << ProtocolFeature.Mq) |
+  (1n << ProtocolFeature.ReplyAck) |
+  (1n << ProtocolFeature.BackendReq) |
+  (1n << ProtocolFeature.Config) |
+  (1n << ProtocolFeature.ResetDevice);
+
+/** How long GET_VRING_BASE waits for in-flight requests before resetting anyway. */
+const DRAIN_TIMEOUT_MS = 10_000;
+
+export interface VhostUserHostOptions {
+  /** Unix socket path to listen on. A stale socket file is replaced; a live one is an error. */
+  socketPath: string;
+  device: VirtioDevice;
+  /** Protocol trace and warnings (default: none). */
+  log?: (line: string) => void;
+  /** The native helper (default: built and loaded on demand). */
+  addon?: VhostUserAddon;
+}
+
+interface Ring {
+  size: number;
+  /** Ring addresses translated to guest-physical; null until SET_VRING_ADDR. */
+  desc: number | null;
+  avail: number;
+  used: number;
+  /** SET_VRING_BASE: the avail index to resume from. */
+  base: number;
+  kickFd: number | null;
+  callFd: number | null;
+  errFd: number | null;
+  kickWatcher: Watcher | null;
+  enabled: boolean;
+  /** Has a kick fd (or NOFD) and has not been stopped by GET_VRING_BASE. */
+  started: boolean;
+  queue: SplitQueue | null;
+}
+
+interface Mapping {
+  region: MemRegion;
+  buffer: ArrayBuffer;
+  delta: number;
+}
+
+const EVENTFD_ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+
+export class VhostUserHost {
+  readonly socketPath: string;
+  readonly #device: VirtioDevice;
+  readonly #addon: VhostUserAddon;
+  readonly #log: (line: string) => void;
+  readonly #listenFd: number;
+  #listenWatcher: Watcher | null = null;
+
+  // Per-connection state, cleared by #disconnect.
+  #connFd: number | null = null;
+  #connWatcher: Watcher | null = null;
+  #backendFd: number | null = null;
+  #features = 0n;
+  #protocolFeatures = 0n;
+  /** The front-end acked F_PROTOCOL_FEATURES: rings then start disabled (vhost-user.rst). */
+  #protocolAcked = false;
+  #mappings: Mapping[] = [];
+  #memory: GuestMemory | null = null;
+  #rings: Ring[];
+  /** The array handed to the device in `activate`; entries are filled as rings start. */
+  #queues: (SplitQueue | null)[];
+  #active = false;
+  /** Messages are handled one after another, in arrival order. */
+  #pending: Promise<void> = Promise.resolve();
+  #closed = false;
+  #connectionWaiters: Array<() => void> = [];
+  #disconnectWaiters: Array<() => void> = [];
+  #settledWaiters: Array<() => void> = [];
+  readonly #scratch = new Uint8Array(8);
+
+  private constructor(options: VhostUserHostOptions, addon: VhostUserAddon, listenFd: number) {
+    this.socketPath = options.socketPath;
+    this.#device = options.device;
+    this.#addon = addon;
+    this.#log = options.log ?? (() => {});
+    this.#listenFd = listenFd;
+    this.#rings = Array.from({ length: this.#device.queueCount }, () => newRing());
+    this.#queues = this.#rings.map(() => null);
+    this.#device.onConfigChange = () => this.#sendConfigChange();
+  }
+
+  /** Listen on `socketPath` and serve front-ends until `close`. */
+  static listen(options: VhostUserHostOptions): VhostUserHost {
+    const addon = options.addon ?? loadAddon();
+    const fd = addon.listen(options.socketPath);
+    const host = new VhostUserHost(options, addon, fd);
+    host.#listenWatcher = addon.watch(fd, () => host.#accept());
+    return host;
+  }
+
+  /** Resolves when a front-end is connected. */
+  connected(): Promise<void> {
+    if (this.#connFd !== null) return Promise.resolve();
+    return new Promise((resolve) => this.#connectionWaiters.push(resolve));
+  }
+
+  /** Resolves when the current (or next) front-end disconnects and the device is reset. */
+  disconnected(): Promise<void> {
+    return new Promise((resolve) => this.#disconnectWaiters.push(resolve));
+  }
+
+  /** Stop listening, drop the front-end, reset the device. Does not close the device's backend. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#listenWatcher) this.#addon.unwatch(this.#listenWatcher);
+    this.#listenWatcher = null;
+    this.#addon.close(this.#listenFd);
+    try {
+      unlinkSync(this.socketPath);
+    } catch {
+      // Already gone.
+    }
+    await this.#pending;
+    await this.#disconnect('host closed');
+  }
+
+  #accept(): void {
+    let fd: number;
+    try {
+      fd = this.#addon.accept(this.#listenFd);
+    } catch (err) {
+      this.#log(`accept failed: ${(err as Error).message}`);
+      return;
+    }
+    if (this.#connFd !== null) {
+      this.#log('refusing a second front-end while one is connected');
+      this.#addon.close(fd);
+      return;
+    }
+    this.#connFd = fd;
+    this.#addon.setBlocking(fd, true);
+    this.#connWatcher = this.#addon.watch(fd, () => this.#readMessage());
+    this.#log('front-end connected');
+    for (const wake of this.#connectionWaiters.splice(0)) wake();
+  }
+
+  /** Read one whole message (the socket is readable) and queue its handling. */
+  #readMessage(): void {
+    const fd = this.#connFd;
+    if (fd === null) return;
+    const header = new Uint8Array(HEADER_SIZE);
+    const fds: number[] = [];
+    try {
+      if (!this.#recvAll(fd, header, fds)) {
+        this.#endConnection('front-end closed the connection');
+        return;
+      }
+      const { request, flags, size } = decodeHeader(header);
+      if ((flags & HeaderFlag.VersionMask) !== HeaderFlag.Version || size > MAX_PAYLOAD) {
+        throw new ProtocolError(`bad header: request ${request}, flags 0x${flags.toString(16)}, size ${size}`);
+      }
+      const payload = new Uint8Array(size);
+      if (size > 0 && !this.#recvAll(fd, payload, fds)) {
+        this.#endConnection('front-end closed the connection mid-message');
+        return;
+      }
+      this.#pending = this.#pending.then(() => this.#handle(request, flags, payload, fds));
+    } catch (err) {
+      for (const extra of fds) this.#addon.close(extra);
+      this.#log(`protocol error: ${(err as Error).message}`);
+      this.#endConnection('protocol error');
+    }
+  }
+
+  /** Fill `buf` from the socket, collecting fds; false at end of stream. */
+  #recvAll(fd: number, buf: Uint8Array, fds: number[]): boolean {
+    let done = 0;
+    while (done < buf.length) {
+      const got = this.#addon.recvmsg(fd, buf.subarray(done));
+      fds.push(...got.fds);
+      if (got.fdsTruncated) throw new ProtocolError('too many fds in one message');
+      if (got.bytes === 0) return false;
+      done += got.bytes;
+    }
+    return true;
+  }
+
+  #endConnection(why: string): void {
+    if (this.#connWatcher) this.#addon.unwatch(this.#connWatcher);
+    this.#connWatcher = null;
+    this.#pending = this.#pending.then(() => this.#disconnect(why));
+  }
+
+  async #handle(request: number, flags: number, payload: Uint8Array, fds: number[]): Promise<void> {
+    if (this.#connFd === null) {
+      for (const fd of fds) this.#addon.close(fd);
+      return;
+    }
+    let ok = true;
+    try {
+      ok = await this.#dispatch(request, payload, fds);
+    } catch (err) {
+      ok = false;
+      this.#log(`${requestName[request] ?? request}: ${(err as Error).message}`);
+    } finally {
+      // Any fd a handler did not take over is closed here.
+      for (const fd of fds) if (fd >= 0) this.#addon.close(fd);
+    }
+    const ackNegotiated = hasFeature(this.#protocolFeatures, ProtocolFeature.ReplyAck);
+    if (ackNegotiated && flags & HeaderFlag.NeedReply && !repliesItself.has(request)) {
+      this.#reply(request, encodeU64(ok ? 0n : 1n));
+    }
+  }
+
+  /**
+   * Handle one request. Returns false when it failed (reported through
+   * REPLY_ACK). A handler that keeps an fd replaces it in `fds` with −1.
+   */
+  async #dispatch(request: number, payload: Uint8Array, fds: number[]): Promise<boolean> {
+    const device = this.#device;
+    switch (request) {
+      case Request.GetFeatures:
+        this.#reply(request, encodeU64(device.deviceFeatures | (1n << F_PROTOCOL_FEATURES)));
+        return true;
+      case Request.SetFeatures: {
+        const features = decodeU64(payload);
+        this.#features = features & ~(1n << F_PROTOCOL_FEATURES);
+        this.#protocolAcked = hasFeature(features, F_PROTOCOL_FEATURES);
+        this.#log(`features 0x${this.#features.toString(16)}`);
+        return (this.#features & ~device.deviceFeatures) === 0n;
+      }
+      case Request.GetProtocolFeatures:
+        this.#reply(request, encodeU64(OFFERED_PROTOCOL_FEATURES));
+        return true;
+      case Request.SetProtocolFeatures:
+        this.#protocolFeatures = decodeU64(payload) & OFFERED_PROTOCOL_FEATURES;
+        return true;
+      case Request.SetOwner:
+        return true;
+      case Request.ResetOwner:
+      case Request.ResetDevice:
+        await this.#resetRings();
+        this.#features = 0n;
+        return true;
+      case Request.GetQueueNum:
+        this.#reply(request, encodeU64(BigInt(device.queueCount)));
+        return true;
+      case Request.SetMemTable:
+        return this.#setMemTable(payload, fds);
+      case Request.SetVringNum: {
+        const { index, num } = decodeVringState(payload);
+        const ring = this.#ring(index);
+        if (num < 1 || num > Math.min(device.queueMaxSize, MAX_QUEUE_SIZE) || (num & (num - 1)) !== 0) {
+          throw new ProtocolError(`queue size ${num} not supported (max ${device.queueMaxSize})`);
+        }
+        ring.size = num;
+        return true;
+      }
+      case Request.SetVringAddr: {
+        const addr = decodeVringAddr(payload);
+        const ring = this.#ring(addr.index);
+        ring.desc = this.#translate(addr.descUser);
+        ring.avail = this.#translate(addr.availUser);
+        ring.used = this.#translate(addr.usedUser);
+        return true;
+      }
+      case Request.SetVringBase: {
+        const { index, num } = decodeVringState(payload);
+        this.#ring(index).base = num & 0xffff;
+        return true;
+      }
+      case Request.GetVringBase: {
+        const { index } = decodeVringState(payload);
+        const base = await this.#stopRing(index);
+        this.#reply(request, encodeVringState({ index, num: base }));
+        return true;
+      }
+      case Request.SetVringKick:
+        return this.#setKick(payload, fds);
+      case Request.SetVringCall:
+      case Request.SetVringErr: {
+        const value = decodeU64(payload);
+        const ring = this.#ring(Number(value & VRING_INDEX_MASK));
+        const fd = value & VRING_NOFD_MASK ? null : takeFd(fds);
+        const key = request === Request.SetVringCall ? 'callFd' : 'errFd';
+        if (ring[key] !== null) this.#addon.close(ring[key]);
+        ring[key] = fd;
+        return true;
+      }
+      case Request.SetVringEnable: {
+        const { index, num } = decodeVringState(payload);
+        const ring = this.#ring(index);
+        ring.enabled = num !== 0;
+        if (ring.enabled) this.#startRing(index);
+        return true;
+      }
+      case Request.SetBackendReqFd:
+        if (this.#backendFd !== null) this.#addon.close(this.#backendFd);
+        this.#backendFd = takeFd(fds);
+        return true;
+      case Request.GetConfig: {
+        const window = decodeConfig(payload);
+        const data = new Uint8Array(window.size);
+        const config = device.config;
+        if (window.offset < config.length) data.set(config.subarray(window.offset, window.offset + window.size));
+        this.#reply(request, encodeConfig({ ...window, data }));
+        return true;
+      }
+      case Request.SetConfig: {
+        const window = decodeConfig(payload);
+        const config = device.config;
+        const length = Math.min(window.size, Math.max(0, config.length - window.offset));
+        if (length === 0) return false;
+        config.set(window.data.subarray(0, length), window.offset);
+        device.configWritten(window.offset, length);
+        return true;
+      }
+      default:
+        // Unknown or not offered (logging, inflight, postcopy, ...): refuse.
+        this.#log(`unsupported request ${requestName[request] ?? request}`);
+        return false;
+    }
+  }
+
+  #ring(index: number): Ring {
+    const ring = this.#rings[index];
+    if (!ring) throw new ProtocolError(`no queue ${index} (the device has ${this.#rings.length})`);
+    return ring;
+  }
+
+  #reply(request: number, payload: Uint8Array): void {
+    if (this.#connFd === null) return;
+    this.#addon.sendmsg(this.#connFd, encodeReply(request, payload));
+  }
+
+  /** A QEMU-process address → guest-physical, through the memory table. */
+  #translate(userAddress: number): number {
+    for (const { region } of this.#mappings) {
+      if (userAddress >= region.userAddress && userAddress - region.userAddress < region.size) {
+        return userAddress - region.userAddress + region.guestAddress;
+      }
+    }
+    throw new ProtocolError(`ring address 0x${userAddress.toString(16)} is in no memory region`);
+  }
+
+  async #setMemTable(payload: Uint8Array, fds: number[]): Promise<boolean> {
+    const regions = decodeMemTable(payload);
+    if (fds.length !== regions.length) {
+      throw new ProtocolError(`memory table has ${regions.length} regions but ${fds.length} fds`);
+    }
+    const mappings: Mapping[] = regions.map((region, i) => {
+      const { buffer, delta } = this.#addon.mmap(fds[i]!, region.mmapOffset, region.size);
+      return { region, buffer, delta };
+    });
+    // The mappings hold the memory; the fds are no longer needed (closed by #handle).
+    const memory = new GuestMemory(
+      mappings.map((m) => ({
+        guestAddress: m.region.guestAddress,
+        source: m.buffer,
+        sourceOffset: m.delta,
+        size: m.region.size,
+      })),
+    );
+    const wasActive = this.#active;
+    // A new table while rings run: requests in flight finish against the old
+    // mapping, then the queues are rebuilt over the new one at the same indices.
+    if (wasActive) await this.#deactivate();
+    this.#mappings = mappings;
+    this.#memory = memory;
+    this.#log(
+      `memory: ${regions.map((r) => `0x${r.guestAddress.toString(16)}+0x${r.size.toString(16)}`).join(', ')}`,
+    );
+    if (wasActive) this.#activateIfReady();
+    return true;
+  }
+
+  #setKick(payload: Uint8Array, fds: number[]): boolean {
+    const value = decodeU64(payload);
+    const index = Number(value & VRING_INDEX_MASK);
+    const ring = this.#ring(index);
+    this.#unwatchKick(ring);
+    if (!(value & VRING_NOFD_MASK)) {
+      const fd = takeFd(fds);
+      if (fd === null) throw new ProtocolError('SET_VRING_KICK without an fd');
+      ring.kickFd = fd;
+      ring.kickWatcher = this.#addon.watch(fd, () => this.#kicked(index));
+    }
+    ring.started = true;
+    // Without protocol features a ring is enabled as soon as it starts.
+    if (!this.#protocolAcked) ring.enabled = true;
+    if (ring.enabled) this.#startRing(index);
+    return true;
+  }
+
+  #unwatchKick(ring: Ring): void {
+    if (ring.kickWatcher) this.#addon.unwatch(ring.kickWatcher);
+    ring.kickWatcher = null;
+    if (ring.kickFd !== null) this.#addon.close(ring.kickFd);
+    ring.kickFd = null;
+  }
+
+  /** A started, enabled ring gets a queue; the device is activated with the first one. */
+  #startRing(index: number): void {
+    const ring = this.#rings[index]!;
+    if (!ring.started || !ring.enabled || ring.queue) return;
+    if (!this.#active) {
+      this.#activateIfReady();
+      return;
+    }
+    if (!this.#buildQueue(index)) return;
+    this.#device.processQueue(index);
+  }
+
+  /** Build ring `index`'s SplitQueue over the current memory; false when it cannot run. */
+  #buildQueue(index: number): boolean {
+    const ring = this.#rings[index]!;
+    const memory = this.#memory;
+    if (!memory || ring.desc === null) {
+      this.#log(`queue ${index} started before its memory table or address`);
+      return false;
+    }
+    const geometry = { size: ring.size, descTable: ring.desc, availRing: ring.avail, usedRing: ring.used };
+    const problem = checkGeometry(memory, geometry);
+    if (problem) {
+      this.#log(`queue ${index}: ${problem}`);
+      this.#signalError(ring);
+      return false;
+    }
+    // vhost-user passes only the avail index; the used index is what the
+    // driver last saw in the used ring.
+    const usedIdx = memory.readU16(ring.used + 2);
+    ring.queue = new SplitQueue(
+      memory,
+      geometry,
+      {
+        eventIdx: hasFeature(this.#features, VirtioFeature.RingEventIdx),
+        indirect: hasFeature(this.#features, VirtioFeature.RingIndirectDesc),
+      },
+      { availIdx: ring.base, usedIdx },
+    );
+    this.#queues[index] = ring.queue;
+    return true;
+  }
+
+  #activateIfReady(): void {
+    if (this.#active || !this.#memory) return;
+    const ready = this.#rings.map((r, i) => (r.started && r.enabled ? i : -1)).filter((i) => i >= 0);
+    const built = ready.filter((i) => this.#buildQueue(i));
+    if (built.length === 0) return;
+    const context: ActivateContext = {
+      memory: this.#memory,
+      queues: this.#queues,
+      driverFeatures: this.#features,
+      interrupt: (q) => this.#interrupt(q),
+      needsReset: (reason) => {
+        this.#log(`device needs reset: ${reason}`);
+        for (const ring of this.#rings) this.#signalError(ring);
+      },
+      // A throttled queue's timer fired: process it from the loop, not the timer.
+      wake: (q) =>
+        setImmediate(() => {
+          if (this.#active && this.#rings[q]?.queue) this.#device.processQueue(q);
+        }),
+      settled: () => {
+        for (const wake of this.#settledWaiters.splice(0)) wake();
+      },
+    };
+    this.#device.activate(context);
+    this.#active = true;
+    this.#log(`device active on queue(s) ${built.join(', ')}`);
+    // Chains may already be waiting (a restart resumes at SET_VRING_BASE).
+    for (const i of built) this.#device.processQueue(i);
+  }
+
+  #kicked(index: number): void {
+    const ring = this.#rings[index]!;
+    if (ring.kickFd === null) return;
+    // Drain the eventfd counter (non-blocking: EAGAIN means already drained).
+    try {
+      readSync(ring.kickFd, this.#scratch, 0, 8, null);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') this.#log(`kick ${index}: ${(err as Error).message}`);
+    }
+    if (this.#active && ring.queue && ring.enabled) this.#device.processQueue(index);
+  }
+
+  #interrupt(index: number): void {
+    const fd = this.#rings[index]?.callFd;
+    if (fd === null || fd === undefined) return;
+    try {
+      writeSync(fd, EVENTFD_ONE);
+    } catch (err) {
+      this.#log(`call ${index}: ${(err as Error).message}`);
+    }
+  }
+
+  #signalError(ring: Ring): void {
+    if (ring.errFd === null) return;
+    try {
+      writeSync(ring.errFd, EVENTFD_ONE);
+    } catch {
+      // The front-end is going away.
+    }
+  }
+
+  /** GET_VRING_BASE: stop the ring, let its requests finish, return the next avail index. */
+  async #stopRing(index: number): Promise<number> {
+    const ring = this.#ring(index);
+    this.#unwatchKick(ring);
+    ring.started = false;
+    const queue = ring.queue;
+    if (queue) {
+      const stillRunning = this.#rings.some((r) => r.queue && r !== ring);
+      if (!stillRunning) {
+        await this.#deactivate();
+      } else {
+        await this.#drain();
+        ring.base = queue.lastAvailIdx;
+        ring.queue = null;
+        this.#queues[index] = null;
+      }
+    }
+    return ring.base;
+  }
+
+  /** Wait until the device has no request in flight (bounded). */
+  async #drain(): Promise<void> {
+    const deadline = Date.now() + DRAIN_TIMEOUT_MS;
+    while (this.#device.inFlight > 0 && Date.now() < deadline) {
+      // `settled` wakes this early; the timer bounds the wait either way.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
+        this.#settledWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    if (this.#device.inFlight > 0) this.#log(`${this.#device.inFlight} request(s) still in flight; resetting`);
+  }
+
+  /** Finish in-flight work, reset the device, and remember each ring's indices. */
+  async #deactivate(): Promise<void> {
+    if (!this.#active) return;
+    await this.#drain();
+    await this.#device.reset();
+    this.#active = false;
+    this.#rings.forEach((ring, i) => {
+      if (ring.queue) ring.base = ring.queue.lastAvailIdx;
+      ring.queue = null;
+      this.#queues[i] = null;
+    });
+  }
+
+  async #resetRings(): Promise<void> {
+    await this.#deactivate();
+    for (const ring of this.#rings) {
+      this.#unwatchKick(ring);
+      if (ring.callFd !== null) this.#addon.close(ring.callFd);
+      if (ring.errFd !== null) this.#addon.close(ring.errFd);
+    }
+    this.#rings = this.#rings.map(() => newRing());
+  }
+
+  async #disconnect(why: string): Promise<void> {
+    if (this.#connFd === null) return;
+    this.#log(`disconnected: ${why}`);
+    if (this.#connWatcher) this.#addon.unwatch(this.#connWatcher);
+    this.#connWatcher = null;
+    await this.#resetRings();
+    this.#addon.close(this.#connFd);
+    this.#connFd = null;
+    if (this.#backendFd !== null) this.#addon.close(this.#backendFd);
+    this.#backendFd = null;
+    this.#features = 0n;
+    this.#protocolFeatures = 0n;
+    this.#protocolAcked = false;
+    this.#mappings = [];
+    this.#memory = null;
+    for (const wake of this.#disconnectWaiters.splice(0)) wake();
+  }
+
+  /** Tell the front-end the config space changed (resize), over the backend channel. */
+  #sendConfigChange(): void {
+    const fd = this.#backendFd;
+    if (fd === null || !hasFeature(this.#protocolFeatures, ProtocolFeature.BackendReq)) return;
+    try {
+      this.#addon.sendmsg(fd, encodeMessage(BackendRequest.ConfigChange, HeaderFlag.Version));
+    } catch (err) {
+      this.#log(`config change notification failed: ${(err as Error).message}`);
+    }
+  }
+}
+
+function newRing(): Ring {
+  return {
+    size: 0,
+    desc: null,
+    avail: 0,
+    used: 0,
+    base: 0,
+    kickFd: null,
+    callFd: null,
+    errFd: null,
+    kickWatcher: null,
+    enabled: false,
+    started: false,
+    queue: null,
+  };
+}
+
+/** Take the message's first fd (the handler now owns it). */
+function takeFd(fds: number[]): number | null {
+  const index = fds.findIndex((fd) => fd >= 0);
+  if (index < 0) return null;
+  const fd = fds[index]!;
+  fds[index] = -1;
+  return fd;
+}
