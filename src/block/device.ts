@@ -1,0 +1,633 @@
+// The virtio-blk device (virtio 1.2 §5.2): features, config space, and the
+// request loop — pop, parse, rate-limit, execute, complete.
+//
+// Execution is synchronous whenever the backend is (memory, OPFS, Node files):
+// a whole batch of chains completes inside one `processQueue` call and is
+// published with one used.idx store and at most one interrupt. A backend call
+// that returns a promise parks its request; it completes on its own later
+// (out of order), publishing and interrupting as it lands. In-flight requests
+// are bounded by the queue size: each holds one of a fixed pool of slots.
+//
+// The status byte is written in exactly one place (`#complete`), and every
+// outcome maps to a status in `#execute`'s callers through `BlkStatus`.
+// Nothing the guest sends makes this code throw: malformed chains complete
+// with used.len 0, and an unusable ring sets DEVICE_NEEDS_RESET.
+
+import { StorageError, isPromise, toStorageError, type BlockBackend } from '../backends/backend.ts';
+import { VirtioFeature, hasFeature, type ActivateContext, type VirtioDevice } from '../virtio/device.ts';
+import type { GuestMemory } from '../virtio/memory.ts';
+import { DescriptorChain, PopResult, type SplitQueue } from '../virtio/queue.ts';
+import {
+  BLK_DWZ_SEGMENT_BYTES,
+  BLK_ID_BYTES,
+  BlkConfig,
+  BlkFeature,
+  BlkRequestType,
+  BlkStatus,
+  SECTOR_SIZE,
+  VIRTIO_ID_BLOCK,
+  WRITE_ZEROES_FLAG_UNMAP,
+} from './constants.ts';
+import { BlockRequest, copyFromChain, copyToChain, parseRequest, seek } from './request.ts';
+
+/** What FLUSH means. */
+export const CacheMode = {
+  /** Writes may sit in a cache; FLUSH makes them durable (backend.flush). */
+  Writeback: 'writeback',
+  /** FLUSH completes at once without durability: fast, loses data on a crash. */
+  Unsafe: 'unsafe',
+} as const;
+export type CacheMode = (typeof CacheMode)[keyof typeof CacheMode];
+
+/** What a request asks of a rate limiter. */
+export type RequestKind = 'read' | 'write' | 'other';
+
+/** The device's view of a rate limiter (src/limiter's RateLimiter satisfies it). */
+export interface RequestLimiter {
+  /** Take `bytes` (and one op) for a request of `kind`; false when the budget is spent. */
+  consume(kind: RequestKind, bytes: number): boolean;
+  /** Milliseconds until a refused request may succeed. */
+  msUntilReady(): number;
+}
+
+/** Timers the device uses for throttled retries (injectable for tests). */
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const realTimers: Timers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
+};
+
+export interface BlockDeviceOptions {
+  /** Offer VIRTIO_BLK_F_RO and refuse writes. Default: the backend's readOnly. */
+  readOnly?: boolean;
+  /** Default writeback. */
+  cacheMode?: CacheMode;
+  /** GET_ID answer: up to 20 bytes of ASCII. Default "virtio-blk-web". */
+  serial?: string;
+  /** Queue size offered (QueueNumMax), a power of two. Default 256. */
+  queueSize?: number;
+  /** Largest data segment the driver may use (size_max). Default 1 MiB. */
+  sizeMaxBytes?: number;
+  /** Physical block size (topology). Default 4096. */
+  physicalBlockBytes?: number;
+  /** Largest sectors per discard / write-zeroes segment. Default 2^22 (2 GiB). */
+  maxDiscardSectors?: number;
+  /** Most segments per discard / write-zeroes request. Default 32. */
+  maxDiscardSegments?: number;
+  /** Throttles requests; refused chains are retried on a timer. */
+  limiter?: RequestLimiter | null;
+  /** For tests: an injected timer source. */
+  timers?: Timers;
+  /** Told of every storage error (the guest sees IOERR). */
+  onStorageError?: (error: StorageError) => void;
+}
+
+/** Counters since the device was created. */
+export interface BlockDeviceStats {
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  writeZeroes: number;
+  getIds: number;
+  bytesRead: number;
+  bytesWritten: number;
+  /** Requests answered IOERR. */
+  ioErrors: number;
+  /** Requests answered UNSUPP. */
+  unsupported: number;
+  /** Chains completed with used.len 0 (no status could be written). */
+  malformed: number;
+  /** Times a chain was put back because the rate limiter refused it. */
+  throttled: number;
+  /** Requests completed (any status). */
+  completed: number;
+}
+
+/** What happened to a popped chain. */
+const Outcome = {
+  /** Completed synchronously: a used element is pushed. */
+  Executed: 0,
+  /** Parked on a promise; it completes on its own. */
+  Submitted: 1,
+  /** Refused by the limiter: un-pop it and retry later. */
+  Throttled: 2,
+} as const;
+type Outcome = (typeof Outcome)[keyof typeof Outcome];
+
+/** One in-flight request. A fixed pool of queue-size slots bounds what is in flight. */
+class Slot {
+  readonly req: BlockRequest;
+  queueIndex = 0;
+  generation = 0;
+  /** Bytes written into device-writable buffers besides the status byte. */
+  written = 0;
+  constructor(capacity: number) {
+    this.req = new BlockRequest(new DescriptorChain(capacity));
+  }
+}
+
+type StatusResult = BlkStatus | Promise<BlkStatus>;
+
+const cursor = { within: 0 };
+
+export class VirtioBlkDevice implements VirtioDevice {
+  readonly deviceId = VIRTIO_ID_BLOCK;
+  readonly deviceFeatures: bigint;
+  readonly queueCount = 1;
+  readonly queueMaxSize: number;
+  readonly config = new Uint8Array(BlkConfig.Size);
+  readonly stats: BlockDeviceStats = {
+    reads: 0,
+    writes: 0,
+    flushes: 0,
+    discards: 0,
+    writeZeroes: 0,
+    getIds: 0,
+    bytesRead: 0,
+    bytesWritten: 0,
+    ioErrors: 0,
+    unsupported: 0,
+    malformed: 0,
+    throttled: 0,
+    completed: 0,
+  };
+  onConfigChange: (() => void) | null = null;
+
+  readonly #backend: BlockBackend;
+  readonly #readOnly: boolean;
+  readonly #cacheMode: CacheMode;
+  readonly #serial = new Uint8Array(BLK_ID_BYTES);
+  readonly #timers: Timers;
+  readonly #onStorageError: ((error: StorageError) => void) | null;
+  readonly #maxDiscardSectors: number;
+  readonly #maxDiscardSegments: number;
+  /** The config as the device means it; driver writes are checked against it. */
+  readonly #configShadow = new Uint8Array(BlkConfig.Size);
+  #limiter: RequestLimiter | null;
+  #capacitySectors: number;
+
+  // Set by activate, cleared by reset.
+  #ctx: ActivateContext | null = null;
+  #mem: GuestMemory | null = null;
+  #queues: ReadonlyArray<SplitQueue | null> = [];
+  #free: Slot[] = [];
+  #driverFeatures = 0n;
+  /** Bumped by reset: async completions of an older generation touch nothing. */
+  #generation = 0;
+  #inFlight = 0;
+  #resetWaiters: Array<() => void> = [];
+  /** A retry timer per queue while the limiter refuses it. */
+  #throttleTimers: unknown[] = [];
+  #broken = false;
+  /** Reused buffer for discard / write-zeroes segments. */
+  readonly #dwz = new Uint8Array(BLK_DWZ_SEGMENT_BYTES);
+  readonly #dwzView = new DataView(this.#dwz.buffer);
+
+  constructor(backend: BlockBackend, options: BlockDeviceOptions = {}) {
+    this.#backend = backend;
+    this.#readOnly = options.readOnly ?? backend.readOnly;
+    this.#cacheMode = options.cacheMode ?? CacheMode.Writeback;
+    this.#limiter = options.limiter ?? null;
+    this.#timers = options.timers ?? realTimers;
+    this.#onStorageError = options.onStorageError ?? null;
+    const queueSize = options.queueSize ?? 256;
+    if (!Number.isInteger(queueSize) || queueSize < 4 || queueSize > 32768 || (queueSize & (queueSize - 1)) !== 0) {
+      throw new RangeError(`queue size ${queueSize} must be a power of two from 4 to 32768`);
+    }
+    this.queueMaxSize = queueSize;
+    this.#maxDiscardSectors = options.maxDiscardSectors ?? 1 << 22;
+    this.#maxDiscardSegments = options.maxDiscardSegments ?? 32;
+    const serial = new TextEncoder().encode(options.serial ?? 'virtio-blk-web');
+    this.#serial.set(serial.subarray(0, BLK_ID_BYTES));
+    if (!this.#readOnly && backend.readOnly) throw new RangeError('a read-only backend needs a read-only device');
+    this.#capacitySectors = Math.floor(backend.size / SECTOR_SIZE);
+
+    const discard = backend.supportsDiscard && !this.#readOnly;
+    const writeZeroes = backend.supportsWriteZeroes && !this.#readOnly;
+    let f =
+      (1n << VirtioFeature.Version1) |
+      (1n << VirtioFeature.RingEventIdx) |
+      (1n << VirtioFeature.RingIndirectDesc) |
+      (1n << BlkFeature.SizeMax) |
+      (1n << BlkFeature.SegMax) |
+      (1n << BlkFeature.BlkSize) |
+      (1n << BlkFeature.Topology) |
+      (1n << BlkFeature.Flush) |
+      (1n << BlkFeature.ConfigWce);
+    if (this.#readOnly) f |= 1n << BlkFeature.Ro;
+    if (discard) f |= 1n << BlkFeature.Discard;
+    if (writeZeroes) f |= 1n << BlkFeature.WriteZeroes;
+    this.deviceFeatures = f;
+
+    // §5.2.4: fields of features not offered stay zero.
+    const v = new DataView(this.#configShadow.buffer);
+    const physical = options.physicalBlockBytes ?? 4096;
+    v.setUint32(BlkConfig.SizeMax, options.sizeMaxBytes ?? 1 << 20, true);
+    v.setUint32(BlkConfig.SegMax, queueSize - 2, true);
+    v.setUint32(BlkConfig.BlkSize, SECTOR_SIZE, true);
+    v.setUint8(BlkConfig.PhysicalBlockExp, Math.log2(physical / SECTOR_SIZE));
+    v.setUint16(BlkConfig.MinIoSize, physical / SECTOR_SIZE, true);
+    v.setUint8(BlkConfig.Writeback, 1);
+    if (discard) {
+      v.setUint32(BlkConfig.MaxDiscardSectors, this.#maxDiscardSectors, true);
+      v.setUint32(BlkConfig.MaxDiscardSeg, this.#maxDiscardSegments, true);
+      v.setUint32(BlkConfig.DiscardSectorAlignment, physical / SECTOR_SIZE, true);
+    }
+    if (writeZeroes) {
+      v.setUint32(BlkConfig.MaxWriteZeroesSectors, this.#maxDiscardSectors, true);
+      v.setUint32(BlkConfig.MaxWriteZeroesSeg, this.#maxDiscardSegments, true);
+      v.setUint8(BlkConfig.WriteZeroesMayUnmap, 1);
+    }
+    this.#writeCapacity();
+  }
+
+  /** Disk size in 512-byte sectors. */
+  get capacitySectors(): number {
+    return this.#capacitySectors;
+  }
+
+  get readOnly(): boolean {
+    return this.#readOnly;
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  get backend(): BlockBackend {
+    return this.#backend;
+  }
+
+  /** Replace the rate limiter (or remove it) while the guest runs. */
+  setLimiter(limiter: RequestLimiter | null): void {
+    this.#limiter = limiter;
+    if (!limiter) for (let q = 0; q < this.#throttleTimers.length; q++) this.#retryNow(q);
+  }
+
+  /** Whether writes are cached (FLUSH needed) rather than written through (§5.2.5). */
+  get writeback(): boolean {
+    if (hasFeature(this.#driverFeatures, BlkFeature.ConfigWce)) return this.config[BlkConfig.Writeback] !== 0;
+    // §5.2.5.1: without CONFIG_WCE, writeback iff FLUSH was negotiated.
+    return this.#ctx === null || hasFeature(this.#driverFeatures, BlkFeature.Flush);
+  }
+
+  /** Change the disk size; the guest gets a config-change interrupt and sees the new capacity. */
+  resize(newSizeBytes: number): void | Promise<void> {
+    if (!this.#backend.resize) throw new StorageError('unsupported', 'this backend cannot resize');
+    const done = (): void => {
+      this.#capacitySectors = Math.floor(this.#backend.size / SECTOR_SIZE);
+      this.#writeCapacity();
+      this.onConfigChange?.();
+    };
+    const r = this.#backend.resize(newSizeBytes);
+    if (isPromise(r)) return r.then(done);
+    done();
+  }
+
+  #writeCapacity(): void {
+    const v = new DataView(this.#configShadow.buffer);
+    v.setUint32(BlkConfig.Capacity, this.#capacitySectors % 0x1_0000_0000, true);
+    v.setUint32(BlkConfig.Capacity + 4, Math.floor(this.#capacitySectors / 0x1_0000_0000), true);
+    const writeback = this.config[BlkConfig.Writeback];
+    this.config.set(this.#configShadow);
+    // Keep the driver's writeback choice across a capacity change.
+    if (this.#ctx) this.config[BlkConfig.Writeback] = writeback!;
+  }
+
+  configWritten(offset: number, length: number): void {
+    for (let i = offset; i < offset + length && i < this.config.length; i++) {
+      // §5.2.5: only `writeback` is writable, and only with CONFIG_WCE.
+      if (i === BlkConfig.Writeback && hasFeature(this.#driverFeatures, BlkFeature.ConfigWce)) {
+        this.config[i] = this.config[i] ? 1 : 0;
+      } else {
+        this.config[i] = this.#configShadow[i]!;
+      }
+    }
+  }
+
+  activate(ctx: ActivateContext): void {
+    this.#ctx = ctx;
+    this.#mem = ctx.memory;
+    this.#queues = ctx.queues;
+    this.#driverFeatures = ctx.driverFeatures;
+    this.#broken = false;
+    this.#throttleTimers = ctx.queues.map(() => null);
+    // A fresh pool per activation: slots of an old generation may still be in
+    // flight and are simply dropped when they land.
+    this.#free = [];
+    const size = ctx.queues.reduce((n, q) => n + (q?.size ?? 0), 0);
+    for (let i = 0; i < size; i++) this.#free.push(new Slot(16));
+    // The driver's writeback choice starts at the device's default (§5.2.5).
+    this.config[BlkConfig.Writeback] = this.#configShadow[BlkConfig.Writeback]!;
+  }
+
+  reset(): Promise<void> {
+    this.#generation++;
+    for (const t of this.#throttleTimers) if (t !== null) this.#timers.clearTimeout(t);
+    this.#throttleTimers = [];
+    this.#ctx = null;
+    this.#mem = null;
+    this.#queues = [];
+    this.#free = [];
+    this.#driverFeatures = 0n;
+    this.#broken = false;
+    this.config.set(this.#configShadow);
+    if (this.#inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#resetWaiters.push(resolve));
+  }
+
+  processQueue(index: number): void {
+    const ctx = this.#ctx;
+    const queue = this.#queues[index];
+    // §2.1 / §3.1: nothing is consumed before DRIVER_OK (activate), nor after
+    // the ring broke, nor while the limiter holds the queue.
+    if (!ctx || !queue || this.#broken || this.#throttleTimers[index] !== null) return;
+    let pushed = 0;
+    try {
+      outer: for (;;) {
+        queue.disableNotification();
+        for (;;) {
+          const slot = this.#free.pop();
+          // No free slot means every chain of the queue is in flight: the
+          // driver cannot have more (§2.7.6); completions will come back here.
+          if (!slot) break outer;
+          const popped = queue.pop(slot.req.chain);
+          if (popped !== PopResult.Chain) {
+            this.#free.push(slot);
+            if (popped === PopResult.Broken) {
+              this.#broken = true;
+              ctx.needsReset(`queue ${index}: ${queue.brokenReason}`);
+              return;
+            }
+            break;
+          }
+          slot.queueIndex = index;
+          slot.generation = this.#generation;
+          const outcome = this.#start(slot);
+          if (outcome === Outcome.Executed) {
+            this.#free.push(slot);
+            pushed++;
+          } else if (outcome === Outcome.Throttled) {
+            queue.undoPop();
+            this.#free.push(slot);
+            this.stats.throttled++;
+            this.#throttle(index);
+            break outer;
+          }
+        }
+        if (pushed > 0) {
+          queue.publishUsed();
+          if (queue.needsInterrupt()) ctx.interrupt(index);
+          pushed = 0;
+        }
+        if (!queue.enableNotification()) break;
+      }
+      if (pushed > 0) {
+        queue.publishUsed();
+        if (queue.needsInterrupt()) ctx.interrupt(index);
+      }
+    } catch (err) {
+      // Only a device bug gets here (every guest-controlled range is checked
+      // before use). Stop serving this ring instead of throwing.
+      this.#broken = true;
+      ctx.needsReset(`queue ${index}: internal error: ${String(err)}`);
+    }
+  }
+
+  #throttle(index: number): void {
+    const ms = Math.max(1, Math.ceil(this.#limiter?.msUntilReady() ?? 1));
+    this.#throttleTimers[index] = this.#timers.setTimeout(() => this.#retryNow(index), ms);
+  }
+
+  #retryNow(index: number): void {
+    const t = this.#throttleTimers[index];
+    if (t === null || t === undefined) return;
+    this.#timers.clearTimeout(t);
+    this.#throttleTimers[index] = null;
+    this.#ctx?.wake(index);
+  }
+
+  /** Parse, rate-limit and execute one popped chain. */
+  #start(slot: Slot): Outcome {
+    const mem = this.#mem!;
+    const req = slot.req;
+    slot.written = 0;
+    if (parseRequest(mem, req) !== null) {
+      this.stats.malformed++;
+      this.#complete(slot, -1);
+      return Outcome.Executed;
+    }
+    const limiter = this.#limiter;
+    if (limiter) {
+      const kind: RequestKind =
+        req.type === BlkRequestType.In ? 'read' : req.type === BlkRequestType.Out ? 'write' : 'other';
+      const bytes = kind === 'other' ? 0 : req.dataBytes;
+      if (!limiter.consume(kind, bytes)) return Outcome.Throttled;
+    }
+    let result: StatusResult;
+    try {
+      result = this.#execute(slot);
+    } catch (err) {
+      result = this.#storageFailure(err);
+    }
+    if (!isPromise(result)) {
+      this.#complete(slot, result);
+      return Outcome.Executed;
+    }
+    this.#inFlight++;
+    const generation = slot.generation;
+    result.then(
+      (status) => this.#landed(slot, generation, status),
+      (err: unknown) => this.#landed(slot, generation, this.#storageFailure(err)),
+    );
+    return Outcome.Submitted;
+  }
+
+  /** An asynchronous request finished. */
+  #landed(slot: Slot, generation: number, status: BlkStatus): void {
+    this.#inFlight--;
+    if (generation !== this.#generation) {
+      // Reset meanwhile: the guest forgot this request; touch nothing.
+      if (this.#inFlight === 0) for (const w of this.#resetWaiters.splice(0)) w();
+      return;
+    }
+    const ctx = this.#ctx!;
+    const queue = this.#queues[slot.queueIndex]!;
+    try {
+      this.#complete(slot, status);
+      this.#free.push(slot);
+      queue.publishUsed();
+      if (queue.needsInterrupt()) ctx.interrupt(slot.queueIndex);
+    } catch (err) {
+      this.#broken = true;
+      ctx.needsReset(`internal error: ${String(err)}`);
+    }
+    if (this.#inFlight === 0) ctx.settled();
+  }
+
+  /**
+   * Write the status byte (unless the chain is malformed, status −1) and push
+   * the used element. The only place a status byte is written.
+   */
+  #complete(slot: Slot, status: BlkStatus | -1): void {
+    const req = slot.req;
+    const queue = this.#queues[slot.queueIndex]!;
+    this.stats.completed++;
+    if (status === -1) {
+      queue.pushUsed(req.chain.head, 0);
+      return;
+    }
+    if (status === BlkStatus.IoErr) this.stats.ioErrors++;
+    else if (status === BlkStatus.Unsupp) this.stats.unsupported++;
+    this.#mem!.writeU8(req.statusAddr, status);
+    // §2.7.8.2 / §5.2.6: used.len counts the bytes written, status included.
+    queue.pushUsed(req.chain.head, (status === BlkStatus.Ok ? slot.written : 0) + 1);
+  }
+
+  #storageFailure(err: unknown): BlkStatus {
+    const e = toStorageError(err, 'block request');
+    this.#onStorageError?.(e);
+    return BlkStatus.IoErr;
+  }
+
+  #execute(slot: Slot): StatusResult {
+    const req = slot.req;
+    switch (req.type) {
+      case BlkRequestType.In:
+        return this.#readWrite(slot, false);
+      case BlkRequestType.Out:
+        return this.#readWrite(slot, true);
+      case BlkRequestType.Flush:
+        this.stats.flushes++;
+        return this.#flush();
+      case BlkRequestType.GetId: {
+        this.stats.getIds++;
+        // §5.2.6: up to 20 bytes; a shorter buffer gets what fits.
+        const n = Math.min(BLK_ID_BYTES, req.dataBytes);
+        copyToChain(this.#mem!, req.chain, req.dataOffset, this.#serial.subarray(0, n));
+        slot.written = n;
+        return BlkStatus.Ok;
+      }
+      case BlkRequestType.Discard:
+        if (!hasFeature(this.#driverFeatures, BlkFeature.Discard)) return BlkStatus.Unsupp;
+        this.stats.discards++;
+        return this.#discardOrZero(slot, false);
+      case BlkRequestType.WriteZeroes:
+        if (!hasFeature(this.#driverFeatures, BlkFeature.WriteZeroes)) return BlkStatus.Unsupp;
+        this.stats.writeZeroes++;
+        return this.#discardOrZero(slot, true);
+      default:
+        // §5.2.6.1: unknown types are answered UNSUPP.
+        return BlkStatus.Unsupp;
+    }
+  }
+
+  #flush(): StatusResult {
+    if (this.#cacheMode === CacheMode.Unsafe) return BlkStatus.Ok;
+    const r = this.#backend.flush();
+    return isPromise(r) ? r.then(() => BlkStatus.Ok) : BlkStatus.Ok;
+  }
+
+  #readWrite(slot: Slot, write: boolean): StatusResult {
+    const req = slot.req;
+    const bytes = req.dataBytes;
+    if (write) this.stats.writes++;
+    else this.stats.reads++;
+    // §5.2.6.2: a write to a read-only device fails, and nothing is written.
+    if (write && this.#readOnly) return BlkStatus.IoErr;
+    // Data is whole sectors, inside the disk (§5.2.6.2).
+    if (bytes % SECTOR_SIZE !== 0) return BlkStatus.IoErr;
+    if (req.sector > this.#capacitySectors || bytes / SECTOR_SIZE > this.#capacitySectors - req.sector) {
+      return BlkStatus.IoErr;
+    }
+    const seg = seek(req.chain, req.dataOffset, cursor);
+    const r = this.#transfer(slot, write, seg, cursor.within, bytes, req.sector * SECTOR_SIZE);
+    if (!write) return r;
+    const after = (status: BlkStatus): StatusResult =>
+      status === BlkStatus.Ok && !this.writeback ? this.#flush() : status;
+    return isPromise(r) ? r.then(after) : after(r);
+  }
+
+  /** Move `remaining` bytes between the chain (from segment `seg`, offset `within`) and the disk at `offset`. */
+  #transfer(slot: Slot, write: boolean, seg: number, within: number, remaining: number, offset: number): StatusResult {
+    const chain = slot.req.chain;
+    const mem = this.#mem!;
+    const backend = this.#backend;
+    while (remaining > 0) {
+      const n = Math.min(chain.len[seg]! - within, remaining);
+      const view = mem.view(chain.addr[seg]! + within, n);
+      if (!view) return BlkStatus.IoErr;
+      const r = write ? backend.write(offset, view) : backend.read(offset, view);
+      offset += n;
+      remaining -= n;
+      seg++;
+      within = 0;
+      if (write) this.stats.bytesWritten += n;
+      else {
+        this.stats.bytesRead += n;
+        slot.written += n;
+      }
+      if (isPromise(r)) {
+        const s = seg;
+        const left = remaining;
+        const at = offset;
+        return r.then(() => (slot.generation === this.#generation ? this.#transfer(slot, write, s, 0, left, at) : BlkStatus.IoErr));
+      }
+    }
+    return BlkStatus.Ok;
+  }
+
+  /** DISCARD or WRITE_ZEROES (§5.2.6.2): check every segment, then apply them in order. */
+  #discardOrZero(slot: Slot, zeroes: boolean): StatusResult {
+    const req = slot.req;
+    if (this.#readOnly) return BlkStatus.IoErr;
+    const count = req.dataBytes / BLK_DWZ_SEGMENT_BYTES;
+    if (!Number.isInteger(count) || count === 0 || count > this.#maxDiscardSegments) return BlkStatus.IoErr;
+    // A request that fails must change nothing: validate all segments first.
+    for (let i = 0; i < count; i++) {
+      const bad = this.#readSegment(req, i, zeroes);
+      if (bad !== null) return bad;
+    }
+    return this.#applySegments(slot, 0, count, zeroes);
+  }
+
+  /** Load segment `i` into the scratch; returns the failing status, or null when valid. */
+  #readSegment(req: BlockRequest, i: number, zeroes: boolean): BlkStatus | null {
+    copyFromChain(this.#mem!, req.chain, req.dataOffset + i * BLK_DWZ_SEGMENT_BYTES, this.#dwz, BLK_DWZ_SEGMENT_BYTES);
+    const v = this.#dwzView;
+    const sector = v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000;
+    const sectors = v.getUint32(8, true);
+    const flags = v.getUint32(12, true);
+    // §5.2.6.2: unknown flags, or UNMAP on a discard, are unsupported.
+    if (zeroes ? flags & ~WRITE_ZEROES_FLAG_UNMAP : flags !== 0) return BlkStatus.Unsupp;
+    if (sectors > this.#maxDiscardSectors) return BlkStatus.IoErr;
+    if (sector > this.#capacitySectors || sectors > this.#capacitySectors - sector) return BlkStatus.IoErr;
+    return null;
+  }
+
+  #applySegments(slot: Slot, from: number, count: number, zeroes: boolean): StatusResult {
+    const req = slot.req;
+    const v = this.#dwzView;
+    for (let i = from; i < count; i++) {
+      this.#readSegment(req, i, zeroes);
+      const sectors = v.getUint32(8, true);
+      if (sectors === 0) continue;
+      const offset = (v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000) * SECTOR_SIZE;
+      const length = sectors * SECTOR_SIZE;
+      const unmap = (v.getUint32(12, true) & WRITE_ZEROES_FLAG_UNMAP) !== 0;
+      const r = zeroes ? this.#backend.writeZeroes(offset, length, unmap) : this.#backend.discard(offset, length);
+      if (isPromise(r)) {
+        const next = i + 1;
+        return r.then(() =>
+          slot.generation === this.#generation ? this.#applySegments(slot, next, count, zeroes) : BlkStatus.IoErr,
+        );
+      }
+    }
+    return BlkStatus.Ok;
+  }
+}
