@@ -57,7 +57,7 @@ describe('node file backend', () => {
     const size = 3 * 1024 * 1024 + 8192;
     const path = makeImage(size, new Uint8Array(size).fill(0xa5));
     const disk = NodeFileBackend.open(path);
-    disk.writeZeroes(4096, size - 8192, false);
+    disk.writeZeroes(4096, size - 8192);
     disk.close();
     const bytes = readFileSync(path);
     expect(bytes.subarray(0, 4096).every((b) => b === 0xa5)).toBe(true);

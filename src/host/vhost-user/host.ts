@@ -123,6 +123,8 @@ export class VhostUserHost {
   #connectionWaiters: Array<() => void> = [];
   #disconnectWaiters: Array<() => void> = [];
   #settledWaiters: Array<() => void> = [];
+  /** The current connection sent at least one message. */
+  #sawMessage = false;
   readonly #scratch = new Uint8Array(8);
 
   private constructor(options: VhostUserHostOptions, addon: VhostUserAddon, listenFd: number) {
@@ -151,7 +153,10 @@ export class VhostUserHost {
     return new Promise((resolve) => this.#connectionWaiters.push(resolve));
   }
 
-  /** Resolves when the current (or next) front-end disconnects and the device is reset. */
+  /**
+   * Resolves when the current (or next) front-end disconnects and the device
+   * is reset. A peer that closes without a message (a liveness probe) does not count.
+   */
   disconnected(): Promise<void> {
     return new Promise((resolve) => this.#disconnectWaiters.push(resolve));
   }
@@ -212,6 +217,7 @@ export class VhostUserHost {
         this.#endConnection('front-end closed the connection mid-message');
         return;
       }
+      this.#sawMessage = true;
       this.#pending = this.#pending.then(() => this.#handle(request, flags, payload, fds));
     } catch (err) {
       for (const extra of fds) this.#addon.close(extra);
@@ -298,8 +304,10 @@ export class VhostUserHost {
       case Request.SetVringNum: {
         const { index, num } = decodeVringState(payload);
         const ring = this.#ring(index);
-        if (num < 1 || num > Math.min(device.queueMaxSize, MAX_QUEUE_SIZE) || (num & (num - 1)) !== 0) {
-          throw new ProtocolError(`queue size ${num} not supported (max ${device.queueMaxSize})`);
+        // QEMU picks the size (its queue-size property); vhost-user has no
+        // way to offer a maximum, so any valid split-ring size is accepted (§2.7).
+        if (num < 1 || num > MAX_QUEUE_SIZE || (num & (num - 1)) !== 0) {
+          throw new ProtocolError(`queue size ${num} is not a power of two up to ${MAX_QUEUE_SIZE}`);
         }
         ring.size = num;
         return true;
@@ -625,7 +633,8 @@ export class VhostUserHost {
     this.#protocolAcked = false;
     this.#mappings = [];
     this.#memory = null;
-    for (const wake of this.#disconnectWaiters.splice(0)) wake();
+    if (this.#sawMessage) for (const wake of this.#disconnectWaiters.splice(0)) wake();
+    this.#sawMessage = false;
   }
 
   /** Tell the front-end the config space changed (resize), over the backend channel. */
