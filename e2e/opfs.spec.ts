@@ -1,0 +1,131 @@
+// The OPFS backend in Chromium: the shared backend contract, then what only a
+// browser can show — persistence across a reload and a browser restart, the
+// typed in-use error in a second tab, read-only sharing, a sparse disk over
+// 4 GiB, and zeroes after write-zeroes and discard.
+
+import { backendContract } from '../test/contract/backend-contract.ts';
+import { expect, test } from './fixtures.ts';
+import { openHarness } from './harness.ts';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+test.describe('backend contract: OPFS', () => {
+  for (const c of backendContract) {
+    test(c.name, async ({ page }) => {
+      const harness = await openHarness(page, 'opfs');
+      const cases = await harness.call<Array<{ name: string; applies: boolean }>>('contractCases');
+      test.skip(!cases.find((x) => x.name === c.name)?.applies, 'not applicable to OPFS');
+      expect(await harness.attempt('contractRun', { name: c.name })).toBeNull();
+    });
+  }
+});
+
+test('the harness page is cross-origin isolated', async ({ page }) => {
+  const harness = await openHarness(page, 'opfs');
+  expect(await harness.call('isolated')).toBe(true);
+});
+
+test('written and flushed data survives a reload and a browser restart', async ({ page, profile }) => {
+  let harness = await openHarness(page, 'opfs');
+  await harness.call('open', { name: 'persist', size: 8 * MiB });
+  await harness.call('write', { name: 'persist', offset: 3 * MiB + 512, length: 256 * 1024, seed: 41 });
+  await harness.call('flush', { name: 'persist' });
+
+  // A reload ends the worker without close(): only flush made the data durable.
+  await page.reload();
+  harness = await openHarness(page, 'opfs');
+  expect(await harness.call('open', { name: 'persist' })).toEqual({ size: 8 * MiB, readOnly: false });
+  expect(await harness.call('mismatch', { name: 'persist', offset: 3 * MiB + 512, length: 256 * 1024, seed: 41 })).toBe(-1);
+  await harness.call('write', { name: 'persist', offset: 0, length: 4096, seed: 42 });
+  await harness.call('flush', { name: 'persist' });
+
+  harness = await openHarness(await profile.relaunch(), 'opfs');
+  await harness.call('open', { name: 'persist' });
+  expect(await harness.call('mismatch', { name: 'persist', offset: 0, length: 4096, seed: 42 })).toBe(-1);
+  expect(await harness.call('mismatch', { name: 'persist', offset: 3 * MiB + 512, length: 256 * 1024, seed: 41 })).toBe(-1);
+});
+
+test('a second tab gets the typed in-use error, and the disk once the first closes it', async ({ page, profile }) => {
+  const first = await openHarness(page, 'opfs');
+  await first.call('open', { name: 'shared', size: 1 * MiB });
+  await first.call('write', { name: 'shared', offset: 0, length: 4096, seed: 43 });
+
+  const second = await openHarness(await profile.newPage(), 'opfs');
+  const writer = await second.attempt('open', { name: 'shared' });
+  expect(writer).toMatchObject({ name: 'StorageError', code: 'in-use' });
+  expect(writer!.message).toContain('in use by another tab or worker');
+  const reader = await second.attempt('open', { name: 'shared', readOnly: true });
+  expect(reader).toMatchObject({ name: 'StorageError', code: 'in-use' });
+  // Deleting a disk in use is refused the same way.
+  expect(await second.attempt('delete', { name: 'shared' })).toMatchObject({ code: 'in-use' });
+  // The first tab's data is intact after the refused attempts.
+  expect(await first.call('mismatch', { name: 'shared', offset: 0, length: 4096, seed: 43 })).toBe(-1);
+
+  await first.call('close', { name: 'shared' });
+  await second.call('open', { name: 'shared' });
+  expect(await second.call('mismatch', { name: 'shared', offset: 0, length: 4096, seed: 43 })).toBe(-1);
+});
+
+test('read-only opens share a disk across tabs and keep writers out', async ({ page, profile }) => {
+  const first = await openHarness(page, 'opfs');
+  await first.call('open', { name: 'image', size: 1 * MiB });
+  await first.call('write', { name: 'image', offset: 8192, length: 8192, seed: 44 });
+  await first.call('close', { name: 'image' });
+  expect(await first.call('open', { name: 'image', readOnly: true })).toEqual({ size: 1 * MiB, readOnly: true });
+
+  const second = await openHarness(await profile.newPage(), 'opfs');
+  expect(await second.call('open', { name: 'image', readOnly: true })).toEqual({ size: 1 * MiB, readOnly: true });
+  expect(await second.call('mismatch', { name: 'image', offset: 8192, length: 8192, seed: 44 })).toBe(-1);
+  expect(await second.attempt('write', { name: 'image', offset: 0, length: 512, seed: 1 })).toMatchObject({ code: 'read-only' });
+
+  const third = await openHarness(await profile.newPage(), 'opfs');
+  expect(await third.attempt('open', { name: 'image' })).toMatchObject({ code: 'in-use' });
+});
+
+test('a sparse 6 GiB disk reads and writes beyond 4 GiB and keeps it across a reload', async ({ page }) => {
+  let harness = await openHarness(page, 'opfs');
+  await harness.call('open', { name: 'huge', size: 6 * GiB });
+  const high = 5 * GiB + 4096 * 3;
+  await harness.call('write', { name: 'huge', offset: high, length: 1 * MiB, seed: 45 });
+  await harness.call('write', { name: 'huge', offset: 6 * GiB - 512, length: 512, seed: 46 });
+  await harness.call('flush', { name: 'huge' });
+  // No 32-bit wrap: the same offset modulo 4 GiB is still zero.
+  expect(await harness.call('mismatch', { name: 'huge', offset: high - 4 * GiB, length: 1 * MiB, seed: 0 })).toBe(-1);
+
+  await page.reload();
+  harness = await openHarness(page, 'opfs');
+  expect(await harness.call('open', { name: 'huge' })).toEqual({ size: 6 * GiB, readOnly: false });
+  expect(await harness.call('mismatch', { name: 'huge', offset: high, length: 1 * MiB, seed: 45 })).toBe(-1);
+  expect(await harness.call('mismatch', { name: 'huge', offset: 6 * GiB - 512, length: 512, seed: 46 })).toBe(-1);
+});
+
+test('write-zeroes and discard read back zeroes, also after a reload', async ({ page }) => {
+  let harness = await openHarness(page, 'opfs');
+  await harness.call('open', { name: 'zeroes', size: 16 * MiB });
+  await harness.call('write', { name: 'zeroes', offset: 0, length: 16 * MiB, seed: 47 });
+  await harness.call('writeZeroes', { name: 'zeroes', offset: 1 * MiB, length: 5 * MiB + 512, mayUnmap: false });
+  await harness.call('discard', { name: 'zeroes', offset: 8 * MiB, length: 1 * MiB });
+  // Unmapping the tail truncates the file and extends it again.
+  await harness.call('writeZeroes', { name: 'zeroes', offset: 12 * MiB, length: 4 * MiB, mayUnmap: true });
+  await harness.call('flush', { name: 'zeroes' });
+
+  for (const reopen of [false, true]) {
+    if (reopen) {
+      await page.reload();
+      harness = await openHarness(page, 'opfs');
+      expect(await harness.call('open', { name: 'zeroes' })).toEqual({ size: 16 * MiB, readOnly: false });
+    }
+    expect(await harness.call('mismatch', { name: 'zeroes', offset: 1 * MiB, length: 5 * MiB + 512, seed: 0 })).toBe(-1);
+    expect(await harness.call('mismatch', { name: 'zeroes', offset: 8 * MiB, length: 1 * MiB, seed: 0 })).toBe(-1);
+    expect(await harness.call('mismatch', { name: 'zeroes', offset: 12 * MiB, length: 4 * MiB, seed: 0 })).toBe(-1);
+    // The bytes around the zeroed ranges still hold the pattern.
+    expect(await harness.call('mismatch', { name: 'zeroes', offset: 0, length: 1 * MiB, seed: 47 })).toBe(-1);
+  }
+});
+
+test('a missing disk without a size is a typed not-found error', async ({ page }) => {
+  const harness = await openHarness(page, 'opfs');
+  expect(await harness.attempt('open', { name: 'nothing-here' })).toMatchObject({ name: 'StorageError', code: 'not-found' });
+  expect(await harness.call('list')).toEqual([]);
+});

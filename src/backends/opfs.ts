@@ -1,0 +1,379 @@
+// A disk in the origin private file system (OPFS), read and written through a
+// FileSystemSyncAccessHandle.
+//
+// The handle is opened up front (`OpfsBackend.open`, async), so every later
+// call is synchronous: the device's fast path never awaits. Sync access
+// handles exist only in dedicated workers, which is where the device runs.
+// `read`/`write` hand guest-RAM views (on a shared WebAssembly.Memory) straight
+// to the handle: no copy (DESIGN.md: verified in Chromium).
+//
+// Ownership: a sync access handle is already exclusive in the platform, but a
+// second opener would only learn that from a NoModificationAllowedError after
+// its own setup, and a read-only opener could slip in beside a writer. A Web
+// Lock named after the disk makes the rule explicit and immediate: writers take
+// it exclusively, read-only openers share it, and `ifAvailable` means a loser
+// gets StorageError 'in-use' at once instead of queueing (never a hang). The
+// lock is released on close, or by the browser when the tab or worker dies.
+//
+// OPFS cannot punch holes. DISCARD and WRITE_ZEROES write zeroes from one
+// reusable zero chunk (no allocation the size of the range); a range that
+// runs to the end of the disk and may be unmapped is truncated away and
+// re-extended instead, which leaves a sparse, zero-reading tail (mkfs discards
+// the whole disk first, so that case is common). Offsets are plain numbers, so
+// disks over 4 GiB work.
+
+import { StorageError, StorageErrorCode, toStorageError, type BlockBackend } from './backend.ts';
+
+export interface OpfsBackendOptions {
+  /** File name of the disk (no '/'). */
+  name: string;
+  /** Folder inside the OPFS root, '/'-separated ('' or omitted: the root). Created with a new disk. */
+  directory?: string;
+  /**
+   * Size in bytes for a disk that does not exist yet; it is created sparse.
+   * An existing disk keeps the size it has. Without `size` the disk must exist.
+   */
+  size?: number;
+  /**
+   * Open read-only: writes, discards, write-zeroes and resize are refused.
+   * Read-only openers can share a disk (across tabs and workers); none can
+   * share it with a writer.
+   */
+  readOnly?: boolean;
+}
+
+/** The Web Lock that guards a disk; exported so tools can query `navigator.locks`. */
+export function opfsLockName(name: string, directory = ''): string {
+  return `virtio-blk-web:opfs:${normalizeDirectory(directory)}/${name}`;
+}
+
+/** Bytes per write when zeroing: large enough to amortise calls, small enough to keep around. */
+const ZERO_CHUNK_BYTES = 1 << 20;
+/** Shared by every instance; only ever passed to `write`, so it stays all zeroes. */
+let zeroChunk: Uint8Array | undefined;
+
+/** `createSyncAccessHandle` with the `mode` option (Chromium 121+); absent from TypeScript's lib. */
+interface FileHandleWithModes {
+  createSyncAccessHandle(options?: { mode?: 'readwrite' | 'read-only' | 'readwrite-unsafe' }): Promise<FileSystemSyncAccessHandle>;
+}
+
+export class OpfsBackend implements BlockBackend {
+  readonly readOnly: boolean;
+  readonly supportsDiscard = true;
+  readonly supportsWriteZeroes = true;
+  /** For messages: 'directory/name'. */
+  readonly path: string;
+  /** Null once closed; every call checks it first, so a closed backend throws 'closed'. */
+  #handle: FileSystemSyncAccessHandle | null;
+  /**
+   * The disk's size in bytes. Equals the file's size: no one else can change
+   * the file while we hold the handle and the lock (read-only sharers cannot
+   * write), and only `resize` changes it here.
+   */
+  #size: number;
+  /** The disk's Web Lock, held until close; null without Web Locks. */
+  #lock: HeldLock | null;
+
+  private constructor(path: string, handle: FileSystemSyncAccessHandle, readOnly: boolean, lock: HeldLock | null) {
+    this.path = path;
+    this.#handle = handle;
+    this.#size = handle.getSize();
+    this.readOnly = readOnly;
+    this.#lock = lock;
+  }
+
+  /**
+   * Open (or create, when `size` is given) a disk. Call it in a dedicated
+   * worker. Throws StorageError: 'in-use' when another tab or worker holds
+   * the disk, 'not-found' when it does not exist and no size was given.
+   */
+  static async open(options: OpfsBackendOptions): Promise<OpfsBackend> {
+    const { name, size, readOnly = false } = options;
+    const directory = normalizeDirectory(options.directory ?? '');
+    checkName(name);
+    if (size !== undefined && !(Number.isSafeInteger(size) && size >= 0)) {
+      throw new RangeError(`disk size ${size} is not a whole number of bytes`);
+    }
+    const path = directory ? `${directory}/${name}` : name;
+    const lock = await acquireLock(opfsLockName(name, directory), readOnly ? 'shared' : 'exclusive', path);
+    let handle: FileSystemSyncAccessHandle | undefined;
+    try {
+      const create = size !== undefined && !readOnly;
+      const file = await openFile(directory, name, create, path);
+      try {
+        handle = await (file as unknown as FileHandleWithModes).createSyncAccessHandle(
+          readOnly ? { mode: 'read-only' } : undefined,
+        );
+      } catch (err) {
+        const error = toStorageError(err, `OPFS disk "${path}": cannot open`);
+        if (error.code === StorageErrorCode.InUse) throw inUse(path, err);
+        throw error;
+      }
+      // A new file is empty; an existing disk keeps its size ("opened as it is").
+      if (create && file.created && size > 0) handle.truncate(size);
+      return new OpfsBackend(path, handle, readOnly, lock);
+    } catch (err) {
+      try {
+        handle?.close();
+      } catch {
+        // Already failing: the original error is the one worth reporting.
+      }
+      lock?.release();
+      await lock?.released;
+      throw err instanceof StorageError || err instanceof RangeError ? err : toStorageError(err, `OPFS disk "${path}"`);
+    }
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  read(offset: number, dst: Uint8Array): void {
+    const handle = this.#open();
+    this.#check(offset, dst.length);
+    let done = 0;
+    try {
+      while (done < dst.length) {
+        const n = handle.read(done === 0 ? dst : dst.subarray(done), { at: offset + done });
+        if (n <= 0) break;
+        done += n;
+      }
+    } catch (err) {
+      throw toStorageError(err, `OPFS disk "${this.path}": read of ${dst.length} bytes at ${offset}`);
+    }
+    // Only a file shorter than #size reads short; past its end the disk is zeroes.
+    if (done < dst.length) dst.fill(0, done);
+  }
+
+  write(offset: number, src: Uint8Array): void {
+    const handle = this.#open();
+    this.#checkWritable();
+    this.#check(offset, src.length);
+    this.#writeAll(handle, offset, src, 'write');
+  }
+
+  flush(): void {
+    const handle = this.#open();
+    // A read-only handle refuses flush() (NoModificationAllowedError), and
+    // there is nothing of ours to make durable.
+    if (this.readOnly) return;
+    try {
+      handle.flush();
+    } catch (err) {
+      throw toStorageError(err, `OPFS disk "${this.path}": flush`);
+    }
+  }
+
+  discard(offset: number, length: number): void {
+    // Reads after a discard return zeroes here: OPFS has no cheaper way to
+    // drop data, and a deterministic answer is kinder to the guest.
+    this.writeZeroes(offset, length, true);
+  }
+
+  writeZeroes(offset: number, length: number, mayUnmap: boolean): void {
+    const handle = this.#open();
+    this.#checkWritable();
+    this.#check(offset, length);
+    if (length === 0) return;
+    if (mayUnmap && offset + length === this.#size) {
+      try {
+        handle.truncate(offset);
+        handle.truncate(this.#size);
+      } catch (err) {
+        throw toStorageError(err, `OPFS disk "${this.path}": unmap of ${length} bytes at ${offset}`);
+      }
+      return;
+    }
+    zeroChunk ??= new Uint8Array(ZERO_CHUNK_BYTES);
+    for (let done = 0; done < length; ) {
+      const n = Math.min(ZERO_CHUNK_BYTES, length - done);
+      this.#writeAll(handle, offset + done, n === ZERO_CHUNK_BYTES ? zeroChunk : zeroChunk.subarray(0, n), 'write-zeroes');
+      done += n;
+    }
+  }
+
+  resize(newSize: number): void {
+    const handle = this.#open();
+    this.#checkWritable();
+    if (!(Number.isSafeInteger(newSize) && newSize >= 0)) {
+      throw new StorageError(StorageErrorCode.OutOfRange, `disk size ${newSize} is not a whole number of bytes`);
+    }
+    try {
+      handle.truncate(newSize);
+    } catch (err) {
+      throw toStorageError(err, `OPFS disk "${this.path}": resize to ${newSize} bytes`);
+    }
+    this.#size = newSize;
+  }
+
+  /**
+   * Flush, close the handle and let go of the lock. The promise settles once
+   * the lock is gone, so the disk can be opened again right after it.
+   */
+  async close(): Promise<void> {
+    const handle = this.#handle;
+    if (!handle) return;
+    this.#handle = null;
+    const lock = this.#lock;
+    this.#lock = null;
+    try {
+      // Closing flushes too, but say so explicitly: close is the last chance.
+      if (!this.readOnly) handle.flush();
+      handle.close();
+    } catch (err) {
+      throw toStorageError(err, `OPFS disk "${this.path}": close`);
+    } finally {
+      lock?.release();
+      await lock?.released;
+    }
+  }
+
+  #writeAll(handle: FileSystemSyncAccessHandle, offset: number, src: Uint8Array, what: string): void {
+    let done = 0;
+    try {
+      while (done < src.length) {
+        const n = handle.write(done === 0 ? src : src.subarray(done), { at: offset + done });
+        if (n <= 0) break;
+        done += n;
+      }
+    } catch (err) {
+      throw toStorageError(err, `OPFS disk "${this.path}": ${what} of ${src.length} bytes at ${offset}`);
+    }
+    if (done < src.length) {
+      throw new StorageError(StorageErrorCode.Io, `OPFS disk "${this.path}": ${what} at ${offset} stopped after ${done} of ${src.length} bytes`);
+    }
+  }
+
+  #open(): FileSystemSyncAccessHandle {
+    if (!this.#handle) throw new StorageError(StorageErrorCode.Closed, `OPFS disk "${this.path}" is closed`);
+    return this.#handle;
+  }
+
+  #check(offset: number, length: number): void {
+    if (!(offset >= 0 && length >= 0 && Number.isSafeInteger(offset + length) && offset + length <= this.#size)) {
+      throw new StorageError(StorageErrorCode.OutOfRange, `range ${offset}+${length} outside disk of ${this.#size} bytes`);
+    }
+  }
+
+  #checkWritable(): void {
+    if (this.readOnly) throw new StorageError(StorageErrorCode.ReadOnly, `OPFS disk "${this.path}" is open read-only`);
+  }
+}
+
+/** Delete a disk. Throws 'in-use' while someone has it open, 'not-found' when it does not exist. */
+export async function deleteOpfsDisk(name: string, directory = ''): Promise<void> {
+  const dir = normalizeDirectory(directory);
+  checkName(name);
+  const path = dir ? `${dir}/${name}` : name;
+  const lock = await acquireLock(opfsLockName(name, dir), 'exclusive', path);
+  try {
+    const folder = await directoryHandle(dir, false);
+    await folder.removeEntry(name);
+  } catch (err) {
+    const error = toStorageError(err, `OPFS disk "${path}": delete`);
+    throw error.code === StorageErrorCode.InUse ? inUse(path, err) : error;
+  } finally {
+    lock?.release();
+    await lock?.released;
+  }
+}
+
+/** The disks (files) in an OPFS folder with their sizes; empty when the folder does not exist. */
+export async function listOpfsDisks(directory = ''): Promise<Array<{ name: string; size: number }>> {
+  let folder: FileSystemDirectoryHandle;
+  try {
+    folder = await directoryHandle(normalizeDirectory(directory), false);
+  } catch (err) {
+    if ((err as { name?: unknown } | null)?.name === 'NotFoundError') return [];
+    throw toStorageError(err, `OPFS folder "${directory}": list`);
+  }
+  const disks: Array<{ name: string; size: number }> = [];
+  // `values()` is not in TypeScript's DOM lib for directory handles yet.
+  for await (const entry of (folder as unknown as { values(): AsyncIterable<FileSystemHandle> }).values()) {
+    if (entry.kind === 'file') disks.push({ name: entry.name, size: (await (entry as FileSystemFileHandle).getFile()).size });
+  }
+  return disks.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+function normalizeDirectory(directory: string): string {
+  const parts = directory.split('/').filter((p) => p !== '');
+  for (const part of parts) checkName(part);
+  return parts.join('/');
+}
+
+function checkName(name: string): void {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) {
+    throw new RangeError(`"${name}" is not a valid OPFS file or folder name`);
+  }
+}
+
+async function directoryHandle(directory: string, create: boolean): Promise<FileSystemDirectoryHandle> {
+  let folder = await navigator.storage.getDirectory();
+  for (const part of directory ? directory.split('/') : []) folder = await folder.getDirectoryHandle(part, { create });
+  return folder;
+}
+
+/** The disk's file handle, and whether this call created it. */
+async function openFile(
+  directory: string,
+  name: string,
+  create: boolean,
+  path: string,
+): Promise<FileSystemFileHandle & { created: boolean }> {
+  try {
+    const folder = await directoryHandle(directory, create);
+    try {
+      return Object.assign(await folder.getFileHandle(name), { created: false });
+    } catch (err) {
+      if (!create || (err as { name?: unknown } | null)?.name !== 'NotFoundError') throw err;
+      return Object.assign(await folder.getFileHandle(name, { create: true }), { created: true });
+    }
+  } catch (err) {
+    const error = toStorageError(err, `OPFS disk "${path}"`);
+    if (error.code === StorageErrorCode.NotFound) {
+      throw new StorageError(StorageErrorCode.NotFound, `OPFS disk "${path}" does not exist (give a size to create it)`, { cause: err });
+    }
+    throw error;
+  }
+}
+
+/** A held Web Lock: `release()` lets it go; `released` settles once the lock manager has dropped it. */
+interface HeldLock {
+  release(): void;
+  released: Promise<void>;
+}
+
+/**
+ * Take the disk's Web Lock without waiting. Returns null where Web Locks do
+ * not exist (the handle's own exclusivity still guards writers). Throws
+ * 'in-use' when someone else holds it.
+ */
+async function acquireLock(lockName: string, mode: LockMode, path: string): Promise<HeldLock | null> {
+  const locks = (globalThis as { navigator?: { locks?: LockManager } }).navigator?.locks;
+  if (!locks) return null;
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let released!: Promise<void>;
+  const granted = await new Promise<boolean>((resolve, reject) => {
+    // request() settles only after the callback's promise does and the lock
+    // is gone, which is what a closer must wait for before the disk can be
+    // opened again.
+    released = locks
+      .request(lockName, { mode, ifAvailable: true }, async (lock) => {
+        resolve(lock !== null);
+        // The lock lasts as long as this callback's promise is pending.
+        if (lock) await held;
+      })
+      .then(() => undefined, reject);
+  });
+  if (!granted) throw inUse(path);
+  return { release, released };
+}
+
+function inUse(path: string, cause?: unknown): StorageError {
+  return new StorageError(
+    StorageErrorCode.InUse,
+    `OPFS disk "${path}" is in use by another tab or worker; close it there first, or open it read-only if it is only being read`,
+    cause === undefined ? undefined : { cause },
+  );
+}

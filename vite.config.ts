@@ -1,0 +1,55 @@
+// Vite serves the demo (`npm start`) and the e2e harness pages.
+//
+// SharedArrayBuffer (and so a shared WebAssembly.Memory and the worker host)
+// needs a cross-origin isolated page: COOP `same-origin` + COEP `require-corp`
+// on the document (DESIGN.md: no other flag needed in Chromium). Both dev and
+// preview send them on every response, through one middleware instead of
+// `server.headers`, so that a page can opt out with the query parameter
+// `?isolation=off`: the e2e test of the same-thread host needs a page that is
+// NOT isolated, served by the same server. Subresources of an isolated page
+// are same-origin, which `require-corp` accepts without a CORP header.
+
+import { readdirSync } from 'node:fs';
+import { defineConfig, type Connect, type Plugin } from 'vite';
+
+/** Query parameter that turns cross-origin isolation off for one document. */
+export const ISOLATION_OFF_QUERY = 'isolation=off';
+
+function crossOriginIsolation(): Plugin {
+  const middleware: Connect.NextHandleFunction = (req, res, next) => {
+    if (!req.url?.includes(ISOLATION_OFF_QUERY)) {
+      res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
+      res.setHeader('Cross-Origin-Embedder-Policy', 'require-corp');
+    }
+    next();
+  };
+  return {
+    name: 'cross-origin-isolation',
+    configureServer: (server) => void server.middlewares.use(middleware),
+    configurePreviewServer: (server) => void server.middlewares.use(middleware),
+  };
+}
+
+/** The pages to build: the demo, plus the e2e harness pages for E2E_SERVER=preview runs. */
+function buildInputs(): Record<string, string> {
+  const inputs: Record<string, string> = { index: 'index.html' };
+  if (process.env.E2E_BUILD_HARNESS) {
+    for (const file of readdirSync('e2e/harness')) {
+      if (file.endsWith('.html')) inputs[`harness-${file.slice(0, -5)}`] = `e2e/harness/${file}`;
+    }
+  }
+  return inputs;
+}
+
+export default defineConfig({
+  plugins: [crossOriginIsolation()],
+  server: { host: '127.0.0.1', strictPort: true },
+  preview: { host: '127.0.0.1', strictPort: true },
+  // The device worker and the guest (vCPU) worker are ES modules.
+  worker: { format: 'es' },
+  build: {
+    target: 'es2022',
+    outDir: 'build',
+    rolldownOptions: { input: buildInputs() },
+  },
+});
