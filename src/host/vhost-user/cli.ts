@@ -149,7 +149,7 @@ async function serve(argv: string[]): Promise<number> {
     }
     if (parsed.once) {
       void host
-        .disconnected()
+        .sessionEnded()
         .then(() => stop('front-end disconnected'))
         .then(resolve);
     }

@@ -121,7 +121,8 @@ export class VhostUserHost {
   #pending: Promise<void> = Promise.resolve();
   #closed = false;
   #connectionWaiters: Array<() => void> = [];
-  #disconnectWaiters: Array<() => void> = [];
+  #sessionEndWaiters: Array<() => void> = [];
+  #idleWaiters: Array<() => void> = [];
   #settledWaiters: Array<() => void> = [];
   /** The current connection sent at least one message. */
   #sawMessage = false;
@@ -154,11 +155,18 @@ export class VhostUserHost {
   }
 
   /**
-   * Resolves when the current (or next) front-end disconnects and the device
-   * is reset. A peer that closes without a message (a liveness probe) does not count.
+   * Resolves when a front-end session ends (it disconnected and the device is
+   * reset). A peer that closes without sending a message (a liveness probe)
+   * is not a session.
    */
-  disconnected(): Promise<void> {
-    return new Promise((resolve) => this.#disconnectWaiters.push(resolve));
+  sessionEnded(): Promise<void> {
+    return new Promise((resolve) => this.#sessionEndWaiters.push(resolve));
+  }
+
+  /** Resolves once no front-end is connected (at once when none is). */
+  idle(): Promise<void> {
+    if (this.#connFd === null) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
   /** Stop listening, drop the front-end, reset the device. Does not close the device's backend. */
@@ -633,7 +641,8 @@ export class VhostUserHost {
     this.#protocolAcked = false;
     this.#mappings = [];
     this.#memory = null;
-    if (this.#sawMessage) for (const wake of this.#disconnectWaiters.splice(0)) wake();
+    if (this.#sawMessage) for (const wake of this.#sessionEndWaiters.splice(0)) wake();
+    for (const wake of this.#idleWaiters.splice(0)) wake();
     this.#sawMessage = false;
   }
 
