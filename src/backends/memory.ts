@@ -51,11 +51,16 @@ export class MemoryBackend implements BlockBackend {
 
   flush(): void {}
 
+  /** Discarded bytes read back as zeroes (the spec allows old data or zeroes). */
   discard(offset: number, length: number): void {
-    this.writeZeroes(offset, length);
+    this.#zero(offset, length);
   }
 
   writeZeroes(offset: number, length: number): void {
+    this.#zero(offset, length);
+  }
+
+  #zero(offset: number, length: number): void {
     this.#checkWritable();
     this.#check(offset, length);
     this.#bytes.fill(0, offset, offset + length);

@@ -467,7 +467,7 @@ export class VirtioBlkDriver {
   #scratchSeg: Segment | null = null;
   /** A reusable buffer for the copying conveniences (one request at a time). */
   #scratch(bytes: number): Segment {
-    if (!this.#scratchSeg || this.#scratchSeg.len < bytes) this.#scratchSeg = this.allocate(Math.max(bytes, 1 << 20));
+    if (!this.#scratchSeg || this.#scratchSeg.len < bytes) this.#scratchSeg = this.allocate(Math.max(bytes, 64 << 10));
     return this.#scratchSeg;
   }
 

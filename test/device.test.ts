@@ -1,0 +1,370 @@
+import { describe, expect, it, vi } from 'vitest';
+import { MemoryBackend } from '../src/backends/memory.ts';
+import type { BlockBackend } from '../src/backends/backend.ts';
+import { BlkConfig, BlkFeature, BlkRequestType, BlkStatus, WRITE_ZEROES_FLAG_UNMAP } from '../src/block/constants.ts';
+import { CacheMode, VirtioBlkDevice } from '../src/block/device.ts';
+import { VirtioFeature } from '../src/virtio/device.ts';
+import { DescFlag } from '../src/virtio/queue.ts';
+import { MmioInterrupt, MmioReg } from '../src/virtio/mmio.ts';
+import { RawQueue } from './support/raw-queue.ts';
+import { makeRig, pattern } from './support/rig.ts';
+
+const { Next, Write } = DescFlag;
+
+describe('virtio-blk features and config space (§5.2.3, §5.2.4)', () => {
+  it('offers the documented features, DISCARD/WRITE_ZEROES only when the backend supports them', () => {
+    const dev = new VirtioBlkDevice(new MemoryBackend(1 << 20));
+    const bits = [
+      VirtioFeature.Version1,
+      VirtioFeature.RingEventIdx,
+      VirtioFeature.RingIndirectDesc,
+      BlkFeature.BlkSize,
+      BlkFeature.SegMax,
+      BlkFeature.SizeMax,
+      BlkFeature.Topology,
+      BlkFeature.Flush,
+      BlkFeature.ConfigWce,
+      BlkFeature.Discard,
+      BlkFeature.WriteZeroes,
+    ];
+    expect(dev.deviceFeatures).toBe(bits.reduce((f, b) => f | (1n << b), 0n));
+    const plain: BlockBackend = Object.assign(new MemoryBackend(1 << 20), { supportsDiscard: false, supportsWriteZeroes: false });
+    const f = new VirtioBlkDevice(plain).deviceFeatures;
+    expect(f & (1n << BlkFeature.Discard)).toBe(0n);
+    expect(f & (1n << BlkFeature.WriteZeroes)).toBe(0n);
+    const ro = new VirtioBlkDevice(new MemoryBackend(1 << 20, { readOnly: true })).deviceFeatures;
+    expect(ro & (1n << BlkFeature.Ro)).not.toBe(0n);
+    expect(ro & (1n << BlkFeature.Discard)).toBe(0n);
+  });
+
+  it('fills the config space byte for byte, padding zero', () => {
+    const dev = new VirtioBlkDevice(new MemoryBackend(3 * 512 + 100), { queueSize: 128 });
+    const v = new DataView(dev.config.buffer);
+    expect(dev.config.length).toBe(60);
+    expect(v.getBigUint64(BlkConfig.Capacity, true)).toBe(3n);
+    expect(v.getUint32(BlkConfig.SizeMax, true)).toBe(1 << 20);
+    expect(v.getUint32(BlkConfig.SegMax, true)).toBe(126);
+    expect(v.getUint32(BlkConfig.GeometryCylinders, true)).toBe(0);
+    expect(v.getUint32(BlkConfig.BlkSize, true)).toBe(512);
+    expect(v.getUint8(BlkConfig.PhysicalBlockExp)).toBe(3);
+    expect(v.getUint8(BlkConfig.AlignmentOffset)).toBe(0);
+    expect(v.getUint16(BlkConfig.MinIoSize, true)).toBe(8);
+    expect(v.getUint32(BlkConfig.OptIoSize, true)).toBe(0);
+    expect(v.getUint8(BlkConfig.Writeback)).toBe(1);
+    expect(v.getUint8(33)).toBe(0);
+    expect(v.getUint16(BlkConfig.NumQueues, true)).toBe(0);
+    expect(v.getUint32(BlkConfig.MaxDiscardSectors, true)).toBe(1 << 22);
+    expect(v.getUint32(BlkConfig.MaxDiscardSeg, true)).toBe(32);
+    expect(v.getUint32(BlkConfig.DiscardSectorAlignment, true)).toBe(8);
+    expect(v.getUint32(BlkConfig.MaxWriteZeroesSectors, true)).toBe(1 << 22);
+    expect(v.getUint32(BlkConfig.MaxWriteZeroesSeg, true)).toBe(32);
+    expect(v.getUint8(BlkConfig.WriteZeroesMayUnmap)).toBe(1);
+    expect(Array.from(dev.config.subarray(57, 60))).toEqual([0, 0, 0]);
+  });
+
+  it('the driver reads capacity and features through the register file', async () => {
+    const { driver } = await makeRig({ diskBytes: 5 << 20 });
+    expect(driver.capacitySectors).toBe(10240);
+    expect(driver.readOnly).toBe(false);
+  });
+});
+
+describe('virtio-blk requests (§5.2.6)', () => {
+  it('IN / OUT round-trip with many segments and an indirect table', async () => {
+    const { driver, memory } = await makeRig();
+    const buf = driver.allocate(64 * 1024);
+    const data = pattern(64 * 1024, 3);
+    memory.write(buf.addr, data);
+    const segs = Array.from({ length: 16 }, (_, i) => ({ addr: buf.addr + i * 4096, len: 4096 }));
+    const w = await driver.run({ type: BlkRequestType.Out, sector: 100, out: segs, indirect: true });
+    expect(w).toMatchObject({ status: BlkStatus.Ok, usedLen: 1 });
+    memory.fill(buf.addr, 64 * 1024, 0);
+    const r = await driver.run({ type: BlkRequestType.In, sector: 100, in: segs, indirect: false });
+    expect(r).toMatchObject({ status: BlkStatus.Ok, usedLen: 64 * 1024 + 1 });
+    const back = new Uint8Array(64 * 1024);
+    memory.read(buf.addr, back);
+    expect(back).toEqual(data);
+  });
+
+  it('accepts any framing: header split across descriptors, status inside the last data descriptor', async () => {
+    const { driver } = await makeRig();
+    await driver.write(0, pattern(512, 9));
+    const id = await driver.run({ type: BlkRequestType.GetId, in: [{ addr: driver.allocate(20).addr, len: 20 }], splitHeader: true });
+    expect(id.status).toBe(BlkStatus.Ok);
+
+    // Status as the last byte of a descriptor that also carries data.
+    const q = new RawQueue();
+    q.driverOk();
+    q.backend.write(0, pattern(512, 4));
+    const at = q.heap;
+    q.header(at, BlkRequestType.In, 0);
+    q.setDesc(0, at, 3, Next, 1);
+    q.setDesc(1, at + 3, 13, Next, 2);
+    q.setDesc(2, at + 1024, 100, Write | Next, 3);
+    q.setDesc(3, at + 1124, 413, Write); // 412 data bytes + status
+    q.offer(0);
+    q.notify();
+    expect(q.takeUsed()).toEqual([{ id: 0, len: 513 }]);
+    expect(q.memory.readU8(at + 1124 + 412)).toBe(BlkStatus.Ok);
+    expect(q.memory.view(at + 1024, 512)).toEqual(pattern(512, 4));
+  });
+
+  it('ignores the reserved header field (Linux ioprio)', async () => {
+    const { driver } = await makeRig();
+    const buf = driver.allocate(512);
+    const c = await driver.run({ type: BlkRequestType.In, sector: 0, in: [buf], ioprio: 0x6003 });
+    expect(c.status).toBe(BlkStatus.Ok);
+  });
+
+  it('sector ranges beyond capacity → IOERR, nothing written', async () => {
+    const backend = new MemoryBackend(8 * 512);
+    const { driver, memory } = await makeRig({ backend });
+    const buf = driver.allocate(1024);
+    memory.fill(buf.addr, 1024, 0x77);
+    const c = await driver.run({ type: BlkRequestType.Out, sector: 7, out: [buf] });
+    expect(c).toMatchObject({ status: BlkStatus.IoErr, usedLen: 1 });
+    expect(backend.bytes.every((b) => b === 0)).toBe(true);
+    expect((await driver.run({ type: BlkRequestType.In, sector: 2 ** 52, in: [buf] })).status).toBe(BlkStatus.IoErr);
+    // The last sector is fine.
+    expect((await driver.run({ type: BlkRequestType.Out, sector: 7, out: [{ addr: buf.addr, len: 512 }] })).status).toBe(BlkStatus.Ok);
+  });
+
+  it('data that is not whole sectors → IOERR', async () => {
+    const { driver } = await makeRig();
+    const buf = driver.allocate(4096);
+    expect((await driver.run({ type: BlkRequestType.In, sector: 0, in: [{ addr: buf.addr, len: 100 }] })).status).toBe(BlkStatus.IoErr);
+  });
+
+  it('writes when RO was offered → IOERR, nothing written; reads and flush still work', async () => {
+    const backend = new MemoryBackend(1 << 20, { readOnly: true, data: pattern(1 << 20, 5) });
+    const { driver, memory } = await makeRig({ backend });
+    expect(driver.readOnly).toBe(true);
+    const buf = driver.allocate(4096);
+    memory.fill(buf.addr, 4096, 0);
+    expect((await driver.run({ type: BlkRequestType.Out, sector: 0, out: [buf] })).status).toBe(BlkStatus.IoErr);
+    expect(backend.bytes.subarray(0, 4096)).toEqual(pattern(1 << 20, 5).subarray(0, 4096));
+    expect(await driver.read(0, 4096)).toEqual(pattern(1 << 20, 5).subarray(0, 4096));
+    await driver.flush();
+    expect(await driver.discardOrZero(BlkRequestType.WriteZeroes, [{ sector: 0, sectors: 8 }])).not.toBe(BlkStatus.Ok);
+  });
+
+  it('GET_ID returns 20 bytes, zero-padded; a shorter buffer gets what fits', async () => {
+    const { driver, memory } = await makeRig({ serial: 'disk-1' });
+    expect(await driver.getId()).toBe('disk-1');
+    const buf = driver.allocate(20);
+    memory.fill(buf.addr, 20, 0xee);
+    const c = await driver.run({ type: BlkRequestType.GetId, in: [{ addr: buf.addr, len: 20 }] });
+    expect(c.usedLen).toBe(21);
+    expect(Array.from(memory.view(buf.addr + 6, 14)!)).toEqual(new Array(14).fill(0));
+    const short = await driver.run({ type: BlkRequestType.GetId, in: [{ addr: buf.addr, len: 4 }] });
+    expect(short).toMatchObject({ status: BlkStatus.Ok, usedLen: 5 });
+    const { driver: long } = await makeRig({ serial: 'a-serial-longer-than-twenty' });
+    expect(await long.getId()).toBe('a-serial-longer-than');
+  });
+
+  it('unknown request types → UNSUPP', async () => {
+    const { driver } = await makeRig();
+    for (const type of [2, 3, 7, BlkRequestType.GetLifetime, BlkRequestType.SecureErase, 0xdead]) {
+      expect((await driver.run({ type, in: [driver.allocate(512)] })).status).toBe(BlkStatus.Unsupp);
+    }
+  });
+
+  it('WRITE_ZEROES with and without UNMAP: reads return zeroes', async () => {
+    const { driver } = await makeRig();
+    await driver.write(0, pattern(64 * 512, 6));
+    expect(await driver.discardOrZero(BlkRequestType.WriteZeroes, [{ sector: 4, sectors: 8 }, { sector: 20, sectors: 4, flags: WRITE_ZEROES_FLAG_UNMAP }])).toBe(BlkStatus.Ok);
+    const back = await driver.read(0, 64 * 512);
+    const expected = pattern(64 * 512, 6);
+    expected.fill(0, 4 * 512, 12 * 512);
+    expected.fill(0, 20 * 512, 24 * 512);
+    expect(back).toEqual(expected);
+  });
+
+  it('DISCARD / WRITE_ZEROES with unknown flags → UNSUPP; DISCARD with UNMAP → UNSUPP; nothing changes', async () => {
+    const { driver } = await makeRig();
+    await driver.write(0, pattern(8 * 512, 7));
+    expect(await driver.discardOrZero(BlkRequestType.WriteZeroes, [{ sector: 0, sectors: 8, flags: 2 }])).toBe(BlkStatus.Unsupp);
+    expect(await driver.discardOrZero(BlkRequestType.Discard, [{ sector: 0, sectors: 8, flags: WRITE_ZEROES_FLAG_UNMAP }])).toBe(BlkStatus.Unsupp);
+    // A bad second segment fails the whole request before the first is applied.
+    expect(await driver.discardOrZero(BlkRequestType.WriteZeroes, [{ sector: 0, sectors: 4 }, { sector: 0, sectors: 4, flags: 8 }])).toBe(BlkStatus.Unsupp);
+    expect(await driver.read(0, 8 * 512)).toEqual(pattern(8 * 512, 7));
+    expect(await driver.discardOrZero(BlkRequestType.Discard, [{ sector: 0, sectors: 8 }])).toBe(BlkStatus.Ok);
+    expect(await driver.discardOrZero(BlkRequestType.Discard, [{ sector: 1 << 30, sectors: 8 }])).toBe(BlkStatus.IoErr);
+  });
+
+  it('used.len counts bytes written into device-writable buffers including the status byte', async () => {
+    const { driver } = await makeRig();
+    const buf = driver.allocate(8192);
+    expect((await driver.run({ type: BlkRequestType.In, sector: 0, in: [buf] })).usedLen).toBe(8193);
+    expect((await driver.run({ type: BlkRequestType.Out, sector: 0, out: [buf] })).usedLen).toBe(1);
+    expect((await driver.run({ type: BlkRequestType.Flush })).usedLen).toBe(1);
+  });
+
+  it('a chain with no writable byte completes with used.len 0 and the device goes on', async () => {
+    const q = new RawQueue();
+    q.driverOk();
+    q.header(q.heap, BlkRequestType.Out, 0);
+    q.setDesc(0, q.heap, 16, Next, 1);
+    q.setDesc(1, q.heap + 512, 512, 0);
+    q.offer(0);
+    q.setDesc(2, q.heap, 8, Next, 3); // short header
+    q.setDesc(3, q.heap + 16, 1, Write);
+    q.offer(2);
+    q.notify();
+    expect(q.takeUsed()).toEqual([
+      { id: 0, len: 0 },
+      { id: 2, len: 0 },
+    ]);
+    expect(q.disk.device.stats.malformed).toBe(2);
+  });
+});
+
+describe('cache modes and FLUSH', () => {
+  function counting(): MemoryBackend & { flushes: number } {
+    const b = new MemoryBackend(1 << 20) as MemoryBackend & { flushes: number };
+    b.flushes = 0;
+    b.flush = () => {
+      b.flushes++;
+    };
+    return b;
+  }
+
+  it('writeback: FLUSH reaches the backend; writes alone do not flush', async () => {
+    const backend = counting();
+    const { driver } = await makeRig({ backend });
+    await driver.write(0, pattern(4096, 1));
+    expect(backend.flushes).toBe(0);
+    await driver.flush();
+    expect(backend.flushes).toBe(1);
+  });
+
+  it('writethrough (driver clears writeback via CONFIG_WCE): every write is flushed before it completes', async () => {
+    const backend = counting();
+    const { driver, disk } = await makeRig({ backend });
+    driver.setWriteback(false);
+    expect(disk.mmio.read(MmioReg.Config + BlkConfig.Writeback, 1)).toBe(0);
+    await driver.write(0, pattern(4096, 1));
+    expect(backend.flushes).toBe(1);
+    // Read-only bytes of the config space stay as the device set them.
+    disk.mmio.write(MmioReg.Config + BlkConfig.Capacity, 1, 4);
+    expect(driver.capacitySectors).toBe(2048);
+  });
+
+  it('unsafe: FLUSH completes without touching the backend', async () => {
+    const backend = counting();
+    const { driver } = await makeRig({ backend, cacheMode: CacheMode.Unsafe });
+    await driver.write(0, pattern(4096, 1));
+    await driver.flush();
+    expect(backend.flushes).toBe(0);
+  });
+});
+
+/** A backend whose every call parks until the test releases it. */
+class ParkedBackend extends MemoryBackend {
+  parked: Array<() => void> = [];
+  constructor(size: number) {
+    super(size);
+  }
+  #park(fn: () => void): Promise<void> {
+    return new Promise((resolve) => this.parked.push(() => (fn(), resolve())));
+  }
+  override read(offset: number, dst: Uint8Array): Promise<void> {
+    return this.#park(() => super.read(offset, dst));
+  }
+  override write(offset: number, src: Uint8Array): Promise<void> {
+    const copy = src.slice();
+    return this.#park(() => super.write(offset, copy));
+  }
+  override flush(): Promise<void> {
+    return this.#park(() => {});
+  }
+  release(index: number): void {
+    this.parked.splice(index, 1)[0]!();
+  }
+}
+
+describe('asynchronous backends', () => {
+  it('completes requests out of order', async () => {
+    const backend = new ParkedBackend(1 << 20);
+    backend.write(0, pattern(512, 1));
+    backend.release(0);
+    await Promise.resolve();
+    const { driver } = await makeRig({ backend });
+    const a = driver.submit({ type: BlkRequestType.In, sector: 0, in: [driver.allocate(512)] });
+    const b = driver.submit({ type: BlkRequestType.Flush });
+    driver.kick();
+    expect(backend.parked).toHaveLength(2);
+    expect(driver.reap()).toEqual([]);
+    backend.release(1); // the flush first
+    await new Promise((r) => setTimeout(r, 0));
+    expect(driver.reap().map((c) => c.id)).toEqual([b]);
+    backend.release(0);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(driver.reap().map((c) => c.id)).toEqual([a]);
+  });
+
+  it('reset in the middle of I/O: Status reads non-zero until in-flight work is dropped; nothing is written after', async () => {
+    const backend = new ParkedBackend(1 << 20);
+    const { driver, disk, memory } = await makeRig({ backend });
+    const buf = driver.allocate(4096);
+    memory.fill(buf.addr, 4096, 0x11);
+    driver.submit({ type: BlkRequestType.In, sector: 0, in: [buf] });
+    driver.kick();
+    disk.mmio.write(MmioReg.Status, 0, 4);
+    expect(disk.mmio.read(MmioReg.Status, 4)).not.toBe(0);
+    // Writes to Status while the reset is pending are ignored.
+    disk.mmio.write(MmioReg.Status, 1, 4);
+    const snapshot = new Uint8Array(16 << 20);
+    memory.read(memory.extents[0]!.start, snapshot);
+    backend.release(0); // the read lands in guest RAM (the backend's own copy), then the device drops it
+    await new Promise((r) => setTimeout(r, 0));
+    expect(disk.mmio.read(MmioReg.Status, 4)).toBe(0);
+    expect(disk.mmio.read(MmioReg.InterruptStatus, 4)).toBe(0);
+    const after = new Uint8Array(16 << 20);
+    memory.read(memory.extents[0]!.start, after);
+    // Only the data buffer the backend filled may differ: no status byte, no used ring entry.
+    const diff: number[] = [];
+    for (let i = 0; i < after.length; i++) if (after[i] !== snapshot[i]) diff.push(i + memory.extents[0]!.start);
+    expect(diff.length).toBeGreaterThan(0); // the backend did fill the buffer...
+    expect(diff.every((a) => a >= buf.addr && a < buf.addr + 4096)).toBe(true); // ...and nothing else changed
+    expect(disk.device.stats.completed).toBe(0);
+    // The device comes back up for a new driver.
+    backend.parked = [];
+    const again = await makeRig({ backend: new MemoryBackend(1 << 20) });
+    expect(await again.driver.getId()).toBe('virtio-blk-web');
+  });
+
+  it('a storage error becomes IOERR for that request and the device keeps serving', async () => {
+    const backend = new MemoryBackend(1 << 20);
+    const onStorageError = vi.fn();
+    const { driver } = await makeRig({ backend, onStorageError });
+    const realRead = backend.read.bind(backend);
+    backend.read = () => {
+      throw new DOMException('gone', 'InvalidStateError');
+    };
+    const buf = driver.allocate(512);
+    expect((await driver.run({ type: BlkRequestType.In, sector: 0, in: [buf] })).status).toBe(BlkStatus.IoErr);
+    expect(onStorageError).toHaveBeenCalledWith(expect.objectContaining({ code: 'closed' }));
+    backend.read = realRead;
+    expect((await driver.run({ type: BlkRequestType.In, sector: 0, in: [buf] })).status).toBe(BlkStatus.Ok);
+    backend.write = () => Promise.reject(new DOMException('full', 'QuotaExceededError'));
+    expect((await driver.run({ type: BlkRequestType.Out, sector: 0, out: [buf] })).status).toBe(BlkStatus.IoErr);
+    expect(onStorageError).toHaveBeenLastCalledWith(expect.objectContaining({ code: 'quota-exceeded' }));
+  });
+});
+
+describe('resize', () => {
+  it('sends a config interrupt, bumps ConfigGeneration, and the driver sees the new capacity', async () => {
+    let changes = 0;
+    const { driver, disk } = await makeRig({ driver: { onConfigChange: () => changes++ } });
+    const gen = disk.mmio.read(MmioReg.ConfigGeneration, 4);
+    await disk.resize(8 << 20);
+    expect(disk.mmio.read(MmioReg.InterruptStatus, 4) & MmioInterrupt.ConfigChange).toBeTruthy();
+    expect(disk.mmio.read(MmioReg.ConfigGeneration, 4)).not.toBe(gen);
+    driver.ackInterrupt();
+    expect(changes).toBe(1);
+    expect(driver.capacitySectors).toBe(16384);
+    await driver.write(16383, pattern(512, 2));
+    expect(await driver.read(16383, 512)).toEqual(pattern(512, 2));
+  });
+});
