@@ -105,6 +105,31 @@ describe('rate-limited device', () => {
     expect(setup.limiter.bucket('shared', 'bandwidth')?.budget).toBe(0);
   });
 
+  it('retries throttled chains at once when the limits change', async () => {
+    const setup = await limitedRigs(1, { bandwidth: { size: 16 * 1024, refillTimeMs: 1000 } });
+    const { clock, timers, limiter, rigs } = setup;
+    const { driver } = rigs[0]!;
+    for (let i = 0; i < 2; i++) {
+      driver.submit({ type: BlkRequestType.In, sector: i * 32, in: [{ addr: driver.allocate(16 * 1024).addr, len: 16 * 1024 }] });
+    }
+    driver.kick();
+    expect(driver.reap()).toHaveLength(1); // the second waits 1000 ms under the old limit
+    clock.advance(10);
+    // 100× faster: the update re-runs the queue, which re-arms its timer for
+    // the new rate (the 163 bytes earned so far are kept, ~9.9 ms to go).
+    limiter.update({ bandwidth: { size: 16 * 1024, refillTimeMs: 10 } });
+    expect(timers.fireNext()).toBe(true);
+    expect(clock.now()).toBe(20);
+    expect(driver.reap()).toHaveLength(1);
+    expect(timers.fireNext()).toBe(false);
+  });
+
+  it('stops listening to the limiter after a reset', async () => {
+    const setup = await limitedRigs(1, { bandwidth: { size: 16 * 1024, refillTimeMs: 1000 } });
+    await setup.rigs[0]!.disk.device.reset();
+    expect(() => setup.limiter.update({})).not.toThrow();
+  });
+
   it('charges a flush one op and no bytes', async () => {
     const setup = await limitedRigs(1, {
       bandwidth: { size: 512, refillTimeMs: 1000 },

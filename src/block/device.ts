@@ -48,6 +48,8 @@ export interface RequestLimiter {
   consume(kind: RequestKind, bytes: number): boolean;
   /** Milliseconds until a refused request may succeed. */
   msUntilReady(): number;
+  /** Call `listener` when the limits change (RateLimiter.update); returns the unsubscribe function. */
+  onUpdate?(listener: () => void): () => void;
 }
 
 /** Timers the device uses for throttled retries (injectable for tests). */
@@ -183,6 +185,8 @@ export class VirtioBlkDevice implements VirtioDevice {
   #resetWaiters: Array<() => void> = [];
   /** A retry timer per queue while the limiter refuses it. */
   #throttleTimers: unknown[] = [];
+  /** Ends the limiter subscription taken while active (new limits retry throttled queues at once). */
+  #unsubscribeLimiter: (() => void) | null = null;
   #broken = false;
   /** Reused buffer for discard / write-zeroes segments. */
   readonly #dwz = new Uint8Array(BLK_DWZ_SEGMENT_BYTES);
@@ -266,7 +270,18 @@ export class VirtioBlkDevice implements VirtioDevice {
   /** Replace the rate limiter (or remove it) while the guest runs. */
   setLimiter(limiter: RequestLimiter | null): void {
     this.#limiter = limiter;
-    if (!limiter) for (let q = 0; q < this.#throttleTimers.length; q++) this.#retryNow(q);
+    if (this.#ctx) this.#subscribeLimiter();
+    this.#retryAllNow();
+  }
+
+  /** While active, retry throttled queues as soon as the limits change: their timers were set for the old ones. */
+  #subscribeLimiter(): void {
+    this.#unsubscribeLimiter?.();
+    this.#unsubscribeLimiter = this.#limiter?.onUpdate?.(() => this.#retryAllNow()) ?? null;
+  }
+
+  #retryAllNow(): void {
+    for (let q = 0; q < this.#throttleTimers.length; q++) this.#retryNow(q);
   }
 
   /** Whether writes are cached (FLUSH needed) rather than written through (§5.2.5). */
@@ -317,6 +332,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     this.#driverFeatures = ctx.driverFeatures;
     this.#broken = false;
     this.#throttleTimers = ctx.queues.map(() => null);
+    this.#subscribeLimiter();
     // A fresh pool per activation: slots of an old generation may still be in
     // flight and are simply dropped when they land.
     this.#free = [];
@@ -330,6 +346,8 @@ export class VirtioBlkDevice implements VirtioDevice {
     this.#generation++;
     for (const t of this.#throttleTimers) if (t !== null) this.#timers.clearTimeout(t);
     this.#throttleTimers = [];
+    this.#unsubscribeLimiter?.();
+    this.#unsubscribeLimiter = null;
     this.#ctx = null;
     this.#mem = null;
     this.#queues = [];
