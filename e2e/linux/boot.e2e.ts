@@ -70,6 +70,16 @@ function expectConsistent(result: BootResult, blob: string, blobMiB: number, not
   if (fsck) throw new GuestFailure(fsck, result.console);
 }
 
+/** Run host-side checks; a failure carries the guest console with it. */
+function withConsole(result: BootResult, checks: () => void): void {
+  try {
+    checks();
+  } catch (err) {
+    if (err instanceof GuestFailure) throw err;
+    throw new GuestFailure((err as Error).message, result.console);
+  }
+}
+
 /** Linux's virtio feature string: one character per bit, '1' when negotiated. */
 function negotiated(result: BootResult, bit: number): boolean {
   return reported(result, 'features')[bit] === '1';
@@ -102,38 +112,40 @@ afterAll(async () => {
 describe.sequential('Linux virtio_blk over vhost-user', () => {
   test('boot 1, modern virtio-mmio: ext4 read-write, O_DIRECT, fstrim; the host sees the same bytes', async () => {
     const before = { ...device.stats };
-    const result = await boot({ assets, disk: { kind: 'vhost-user-mmio', socket: socket() }, script: firstBootScript(notes.first) });
-    expect(reported(result, 'ro')).toBe('0');
-    expect(Number(reported(result, 'sectors'))).toBe((IMAGE_MIB << 20) / 512);
-    expect(reported(result, 'device')).toMatch(/virtio_mmio|\.virtio_mmio|a0[0-9a-f]+\.virtio/);
-    expect(negotiated(result, 32)).toBe(true); // VIRTIO_F_VERSION_1: modern, not legacy mmio
-    expect(reported(result, 'hello')).toBe('hello from the host');
-    // The guest's requests went through this process's device.
-    expect(device.stats.reads).toBeGreaterThan(before.reads);
-    expect(device.stats.writes).toBeGreaterThan(before.writes);
-    expect(device.stats.flushes).toBeGreaterThan(before.flushes);
-    expect(device.stats.discards).toBeGreaterThan(before.discards);
-    expect(device.stats.ioErrors).toBe(0);
+    const script = firstBootScript(notes.first);
+    const result = await boot({ assets, disk: { kind: 'vhost-user-mmio', socket: socket() }, script });
     await host.idle();
-    expectConsistent(result, 'blob1', 8, notes.first);
+    withConsole(result, () => {
+      expect(reported(result, 'ro')).toBe('0');
+      expect(Number(reported(result, 'sectors'))).toBe((IMAGE_MIB << 20) / 512);
+      expect(reported(result, 'device')).toMatch(/virtio_mmio|\.virtio/);
+      expect(negotiated(result, 32)).toBe(true); // VIRTIO_F_VERSION_1: modern, not legacy mmio
+      expect(reported(result, 'hello')).toBe('hello from the host');
+      // The guest's requests went through this process's device.
+      expect(device.stats.reads).toBeGreaterThan(before.reads);
+      expect(device.stats.writes).toBeGreaterThan(before.writes);
+      expect(device.stats.flushes).toBeGreaterThan(before.flushes);
+      expect(device.stats.discards).toBeGreaterThan(before.discards);
+      expect(device.stats.ioErrors).toBe(0);
+      expectConsistent(result, 'blob1', 8, notes.first);
+    });
   });
 
   test('boot 2, virtio-pci after a reconnect: boot 1 is intact; more writes', async () => {
     await host.idle();
     const before = { ...device.stats };
-    const result = await boot({
-      assets,
-      disk: { kind: 'vhost-user-pci', socket: socket() },
-      script: secondBootScript(notes.first, notes.second),
+    const script = secondBootScript(notes.first, notes.second);
+    const result = await boot({ assets, disk: { kind: 'vhost-user-pci', socket: socket() }, script });
+    await host.idle();
+    withConsole(result, () => {
+      expect(reported(result, 'device')).toMatch(/pci/);
+      expect(negotiated(result, 32)).toBe(true);
+      expect(device.stats.writes).toBeGreaterThan(before.writes);
+      expect(device.stats.ioErrors).toBe(0);
+      expectConsistent(result, 'blob2', 6, notes.second);
+      const gone = spawnSync('debugfs', ['-R', 'stat /guest/blob1.bin', image], { encoding: 'utf8' });
+      expect(gone.stderr).toMatch(/File not found/);
     });
-    expect(reported(result, 'device')).toMatch(/pci/);
-    expect(negotiated(result, 32)).toBe(true);
-    expect(device.stats.writes).toBeGreaterThan(before.writes);
-    expect(device.stats.ioErrors).toBe(0);
-    expectConsistent(result, 'blob2', 6, notes.second);
-    expect(spawnSync('debugfs', ['-R', 'stat /guest/blob1.bin', image], { encoding: 'utf8' }).stderr).toMatch(
-      /File not found/,
-    );
   });
 
   test('boot 3, read-only via the CLI: the guest sees ro, writes fail, the image is unchanged', async () => {
@@ -144,13 +156,16 @@ describe.sequential('Linux virtio_blk over vhost-user', () => {
     try {
       await waitForSocket(roSocket, cli);
       const result = await boot({ assets, disk: { kind: 'vhost-user-mmio', socket: roSocket }, script: readOnlyScript() });
-      expect(reported(result, 'ro')).toBe('1');
-      expect(negotiated(result, 5)).toBe(true); // VIRTIO_BLK_F_RO
-      expect(reported(result, 'mounted')).toMatch(/^\/dev\/vda \/mnt ext4 ro[, ]/);
-      expect(reported(result, 'raw-write-error')).toMatch(/Operation not permitted|Read-only|Permission denied/i);
-      expect(reported(result, 'disk-sha256')).toBe(imageSha);
-      expect(sha256(readFileSync(image))).toBe(imageSha);
-      expect(await exitOf(cli)).toBe(0);
+      const cliExit = await exitOf(cli);
+      withConsole(result, () => {
+        expect(reported(result, 'ro')).toBe('1');
+        expect(negotiated(result, 5)).toBe(true); // VIRTIO_BLK_F_RO
+        expect(reported(result, 'mounted')).toMatch(/^\/dev\/vda \/mnt ext4 ro[, ]/);
+        expect(reported(result, 'raw-write-error')).toMatch(/Operation not permitted|Read-only|Permission denied/i);
+        expect(reported(result, 'disk-sha256')).toBe(imageSha);
+        expect(sha256(readFileSync(image))).toBe(imageSha);
+        expect(cliExit, cli.output()).toBe(0);
+      });
     } finally {
       cli.kill();
     }
