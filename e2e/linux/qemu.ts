@@ -32,6 +32,8 @@ export interface BootOptions {
   timeoutMs?: number;
   /** Guest RAM in MiB (default 512). */
   memoryMiB?: number;
+  /** Each console line as it arrives, with the host's clock (performance.now(), ms). */
+  onLine?: (line: string, atMs: number) => void;
 }
 
 export interface BootResult {
@@ -96,7 +98,7 @@ function qemuArgs(options: BootOptions, initrd: string): string[] {
   const d = options.disk;
   if (d.kind === 'qemu-builtin') {
     const ro = d.readOnly ? ',readonly=on' : '';
-    args.push('-drive', `file=${d.image},if=none,format=raw,id=d0,cache=none,aio=threads${ro}`);
+    args.push('-drive', `file=${d.image},if=none,format=raw,id=d0,cache=writeback,aio=threads${ro}`);
     args.push('-device', 'virtio-blk-device,drive=d0');
   } else {
     args.push('-chardev', `socket,id=c0,path=${d.socket}`);
@@ -113,18 +115,36 @@ export async function boot(options: BootOptions): Promise<BootResult> {
     const initrd = join(work, 'initrd.cpio');
     const extra = cpioNewc([{ kind: 'file', path: 'test.sh', data: new TextEncoder().encode(options.script) }]);
     writeFileSync(initrd, Buffer.concat([readFileSync(options.assets.initrd), extra]));
-    const output = await runQemu(options.assets.qemu, qemuArgs(options, initrd), options.timeoutMs ?? 120_000);
+    const output = await runQemu(
+      options.assets.qemu,
+      qemuArgs(options, initrd),
+      options.timeoutMs ?? 120_000,
+      options.onLine,
+    );
     return check(output);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
 }
 
-function runQemu(qemu: string, args: string[], timeoutMs: number): Promise<{ console: string; timedOut: boolean; code: number | null }> {
+function runQemu(
+  qemu: string,
+  args: string[],
+  timeoutMs: number,
+  onLine?: (line: string, atMs: number) => void,
+): Promise<{ console: string; timedOut: boolean; code: number | null }> {
   return new Promise((resolve, reject) => {
     const child = spawn(qemu, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let console = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (console += s));
+    let partial = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => {
+      console += s;
+      if (!onLine) return;
+      const now = performance.now();
+      const lines = (partial + s).split('\n');
+      partial = lines.pop()!;
+      for (const line of lines) onLine(line.replace(/\r$/, ''), now);
+    });
     child.stderr.setEncoding('utf8').on('data', (s: string) => (console += s));
     let timedOut = false;
     const timer = setTimeout(() => {
