@@ -1,0 +1,79 @@
+// The public API. Everything an emulator author, a test writer or a tool needs
+// is re-exported here and nowhere else. Node-only pieces (the vhost-user host,
+// the Node file backend) live behind 'virtio-blk-web/node'.
+
+// Guest memory and the virtio transport.
+export { GuestMemory, GuestMemoryError, type GuestRegionSpec, type MemorySource } from './virtio/memory.ts';
+export {
+  DescFlag,
+  DescriptorChain,
+  PopResult,
+  QueueError,
+  SplitQueue,
+  checkGeometry,
+  type QueueGeometry,
+} from './virtio/queue.ts';
+export {
+  MMIO_MAGIC,
+  MMIO_STATE_BYTES,
+  MMIO_VERSION,
+  MMIO_WINDOW_SIZE,
+  MmioDevice,
+  MmioInterrupt,
+  MmioReg,
+  MmioRegisters,
+  createMmioState,
+  type MmioState,
+  type MmioStats,
+} from './virtio/mmio.ts';
+export { DeviceStatus, VirtioFeature, hasFeature, type ActivateContext, type VirtioDevice } from './virtio/device.ts';
+
+// The block device.
+export {
+  BLK_ID_BYTES,
+  BlkConfig,
+  BlkFeature,
+  BlkRequestType,
+  BlkStatus,
+  SECTOR_SIZE,
+  VIRTIO_ID_BLOCK,
+  WRITE_ZEROES_FLAG_UNMAP,
+} from './block/constants.ts';
+export {
+  CacheMode,
+  VirtioBlkDevice,
+  type BlockDeviceOptions,
+  type BlockDeviceStats,
+  type RequestKind,
+  type RequestLimiter,
+  type Timers,
+} from './block/device.ts';
+
+// Storage.
+export {
+  StorageError,
+  StorageErrorCode,
+  toStorageError,
+  type BlockBackend,
+  type MaybePromise,
+} from './backends/backend.ts';
+export { MemoryBackend, type MemoryBackendOptions } from './backends/memory.ts';
+export { OpfsBackend, deleteOpfsDisk, listOpfsDisks, type OpfsBackendOptions } from './backends/opfs.ts';
+
+// Rate limiting.
+export * from './limiter/index.ts';
+
+// The guest-side driver.
+export {
+  DriverError,
+  VirtioBlkDriver,
+  arenaBytes,
+  type Completion,
+  type DriverOptions,
+  type DriverRequest,
+  type MmioAccessor,
+  type Segment,
+} from './driver/driver.ts';
+
+// Hosts.
+export { createSameThreadDisk, type SameThreadDisk, type SameThreadDiskOptions } from './host/same-thread.ts';
