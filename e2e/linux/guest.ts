@@ -55,7 +55,7 @@ export function firstBootScript(note: string): string {
     String.raw`mount -t ext4 -o rw /dev/vda /mnt || fail "mount rw"
 ` +
     CHECK_HOST_FILES +
-    writeAndVerify('blob1', 8, note) +
+    writeAndVerify('blob1', 4, note) +
     UNMOUNT_AND_HASH_DISK
   );
 }
@@ -72,8 +72,19 @@ export function secondBootScript(previousNote: string, note: string): string {
 report previous-blob1-sha256 $(dd if=/mnt/guest/blob1.bin iflag=direct bs=4k 2>/dev/null | sum256)
 rm /mnt/guest/blob1.bin /mnt/guest/blob1-direct.bin
 ` +
-    writeAndVerify('blob2', 6, note) +
-    UNMOUNT_AND_HASH_DISK
+    writeAndVerify('blob2', 3, note) +
+    UNMOUNT_AND_HASH_DISK +
+    String.raw`# The driver writes the writeback field (CONFIG_WCE): QEMU forwards it with SET_CONFIG.
+echo "write through" > /sys/block/vda/cache_type
+report cache-type "$(cat /sys/block/vda/cache_type)"
+# Unbind and re-probe the driver: the device is reset and its ring restarted
+# (GET_VRING_BASE, then a new SET_VRING_*), and the disk reads the same.
+rmmod virtio_blk || fail "rmmod virtio_blk"
+insmod /modules/virtio_blk.ko || fail "insmod virtio_blk"
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+report reprobed-disk-sha256 $(dd if=/dev/vda iflag=direct bs=1M 2>/dev/null | sum256)
+`
   );
 }
 

@@ -118,7 +118,7 @@ export async function boot(options: BootOptions): Promise<BootResult> {
     const output = await runQemu(
       options.assets.qemu,
       qemuArgs(options, initrd),
-      options.timeoutMs ?? 120_000,
+      options.timeoutMs ?? 240_000,
       options.onLine,
     );
     return check(output);

@@ -258,6 +258,7 @@ export class VhostUserHost {
       for (const fd of fds) this.#addon.close(fd);
       return;
     }
+    this.#log(`<- ${requestName[request] ?? request}${fds.length ? ` (${fds.length} fd)` : ''}`);
     let ok = true;
     try {
       ok = await this.#dispatch(request, payload, fds);
