@@ -3,29 +3,18 @@
 // sync access handles). The page exposes `window.harness.call(op, args)`;
 // the test calls it through `page.evaluate`. Errors cross as plain
 // {name, message, code?, stack} objects, since Error subclasses do not survive
-// structured cloning with their fields.
+// structured cloning with their fields (the same records the device worker
+// uses, from src/host/protocol.ts).
 
-export interface WireError {
-  name: string;
-  message: string;
-  /** StorageError code, when there was one. */
-  code?: string;
-  stack?: string;
-}
+import { toWireError, type WireError } from '../../src/host/protocol.ts';
+
+export { toWireError, type WireError };
 
 type Request = { id: number; op: string; args: unknown };
 type Response = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: WireError };
 
 /** What the worker implements: one async function per operation. */
 export type Handlers = Record<string, (args: never) => unknown>;
-
-export function toWireError(err: unknown): WireError {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return { name: err.name, message: err.message, code: typeof code === 'string' ? code : undefined, stack: err.stack };
-  }
-  return { name: 'Error', message: String(err) };
-}
 
 /** Worker side: answer requests with `handlers`. */
 export function serve(handlers: Handlers): void {

@@ -95,6 +95,12 @@ export class OpfsBackend implements BlockBackend {
       throw new RangeError(`disk size ${size} is not a whole number of bytes`);
     }
     const path = directory ? `${directory}/${name}` : name;
+    if (typeof FileSystemFileHandle === 'undefined' || !('createSyncAccessHandle' in FileSystemFileHandle.prototype)) {
+      throw new StorageError(
+        StorageErrorCode.Unsupported,
+        `OPFS disk "${path}": sync access handles exist only in dedicated workers; open it in the device worker`,
+      );
+    }
     const lock = await acquireLock(opfsLockName(name, directory), readOnly ? 'shared' : 'exclusive', path);
     let handle: FileSystemSyncAccessHandle | undefined;
     try {

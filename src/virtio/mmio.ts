@@ -162,6 +162,12 @@ const CONFIG_BYTE = (QUEUE_BASE + MMIO_MAX_QUEUES * QUEUE_WORDS) * 4;
 const CONFIG_MAX = MMIO_WINDOW_SIZE - MmioReg.Config;
 /** Bytes of shared memory one register file needs. */
 export const MMIO_STATE_BYTES = CONFIG_BYTE + CONFIG_MAX;
+/**
+ * Indices of the state words other threads wait on: the device worker
+ * Atomics.waits on `Doorbell`; an emulator polls or Atomics.waits on
+ * `InterruptStatus` (the IRQ level).
+ */
+export const MmioWord = { Doorbell: W.Doorbell, InterruptStatus: W.InterruptStatus } as const;
 
 /** The shared block: create it with `createMmioState`, send it to the other thread as is. */
 export type MmioState = Int32Array;
@@ -172,13 +178,21 @@ export function createMmioState(shared = typeof SharedArrayBuffer !== 'undefined
   return new Int32Array(buffer);
 }
 
+/**
+ * Whether `buffer` is shared. Without cross-origin isolation a page has no
+ * `SharedArrayBuffer` global at all, so a bare instanceof would throw there.
+ */
+function isShared(buffer: ArrayBufferLike): boolean {
+  return typeof SharedArrayBuffer !== 'undefined' && buffer instanceof SharedArrayBuffer;
+}
+
 /** Wake the device side: count the event and notify a waiting worker. */
 function ring(state: MmioState, event: number): void {
   Atomics.or(state, W.Events, event);
   Atomics.add(state, W.Doorbell, 1);
   // Waking a worker blocked in Atomics.wait on the doorbell. Harmless (returns
   // 0) on a non-shared buffer, where nobody can be waiting.
-  if (state.buffer instanceof SharedArrayBuffer) Atomics.notify(state, W.Doorbell);
+  if (isShared(state.buffer)) Atomics.notify(state, W.Doorbell);
 }
 
 function configBytes(state: MmioState): Uint8Array {
@@ -639,7 +653,7 @@ export class MmioDevice {
     // before this sequentially consistent RMW; an emulator that sees the bit
     // sees them.
     const before = Atomics.or(s, W.InterruptStatus, bit);
-    if (s.buffer instanceof SharedArrayBuffer) Atomics.notify(s, W.InterruptStatus);
+    if (isShared(s.buffer)) Atomics.notify(s, W.InterruptStatus);
     if (before === 0) this.onInterrupt?.(bit);
   }
 

@@ -1,0 +1,153 @@
+// The device end to end in Chromium: createDisk's worker host (device in a
+// module worker, guest RAM a shared WebAssembly.Memory, a vCPU worker running
+// the driver), and its same-thread host on a page without cross-origin
+// isolation. Data is checked against a model; nothing here measures time.
+
+import type { WorkloadProgress } from '../src/demo/workload.ts';
+import { expect, test } from './fixtures.ts';
+import { openHarness, type Harness } from './harness.ts';
+
+const MiB = 1024 * 1024;
+const SECTOR = 512;
+
+type WorkloadResult = WorkloadProgress & { finalMismatches: number };
+
+async function attach(h: Harness, backend: object, extra: object = {}) {
+  return h.call<{ host: string; capacitySectors: number; queueSize: number; id: string; readOnly: boolean }>('attach', {
+    backend,
+    ...extra,
+  });
+}
+
+async function verify(h: Harness, queueDepth: number, spanSectors: number, ops = 1500, seed = queueDepth) {
+  const result = await h.call<WorkloadResult>('workload', {
+    kind: 'verify',
+    queueDepth,
+    blockBytes: 64 * 1024,
+    ops,
+    seed,
+    flushEvery: 24,
+    spanSectors,
+  });
+  expect(result).toMatchObject({ completed: ops, mismatches: 0, ioErrors: 0, finalMismatches: 0 });
+  expect(result.reads).toBeGreaterThan(0);
+  expect(result.writes).toBeGreaterThan(0);
+  expect(result.flushes).toBeGreaterThan(0);
+  return result;
+}
+
+for (const backend of ['memory', 'opfs'] as const) {
+  const spec = (size: number, name = 'disk') =>
+    backend === 'memory' ? { kind: 'memory', size } : { kind: 'opfs', name, directory: 'e2e', size };
+
+  test.describe(`worker host, ${backend} backend`, () => {
+    test('a model-checked random workload at queue depths 1 to 64, with flushes', async ({ page }) => {
+      const h = await openHarness(page, 'guest');
+      expect(await h.call('isolated')).toBe(true);
+      const info = await attach(h, spec(16 * MiB), { device: { serial: 'e2e-disk' } });
+      expect(info).toMatchObject({ host: 'worker', capacitySectors: (16 * MiB) / SECTOR, id: 'e2e-disk', readOnly: false });
+      for (const qd of [1, 4, 16, 64]) await verify(h, qd, (16 * MiB) / SECTOR);
+      // Live statistics reached the page through shared memory.
+      const stats = await h.call<Record<string, number>>('stats');
+      expect(stats.reads).toBeGreaterThan(0);
+      expect(stats.writes).toBeGreaterThan(0);
+      expect(stats.flushes).toBeGreaterThan(0);
+      expect(stats.interrupts).toBeGreaterThan(0);
+      expect(stats.ioErrors).toBe(0);
+      await h.call('close');
+    });
+
+    test('a reset in the middle of I/O drops it cleanly and the device comes back', async ({ page }) => {
+      const h = await openHarness(page, 'guest');
+      await attach(h, spec(16 * MiB));
+      const r = await h.call<Record<string, number | boolean>>('resetMidIo', { queueDepth: 64, blockBytes: 64 * 1024 });
+      expect(r.statusAfterReset).toBe(0);
+      // Each write in flight at the reset landed whole or not at all.
+      expect(r.wholeWrites).toBe(r.writes);
+      expect(r.readBack).toBe(64);
+      // No guest memory was written after the reset completed.
+      expect(r.poisonIntact).toBe(r.buffers);
+      expect(r.okStatus).toBe(true);
+    });
+
+    test('resize raises a config interrupt and the guest sees the new capacity', async ({ page }) => {
+      const h = await openHarness(page, 'guest');
+      await attach(h, spec(4 * MiB));
+      const oldSectors = (4 * MiB) / SECTOR;
+      expect(await h.call('ioStatus', { sector: oldSectors, bytes: 4096, write: true })).toBe(1); // IOERR past the end
+      expect(await h.call('resize', { sizeBytes: 8 * MiB })).toBe((8 * MiB) / SECTOR);
+      expect(await h.call('waitConfigChange', { sectors: (8 * MiB) / SECTOR })).toMatchObject({
+        capacitySectors: (8 * MiB) / SECTOR,
+      });
+      await h.call('writePattern', { sector: oldSectors + 8, bytes: 64 * 1024, seed: 77 });
+      expect(await h.call('checkPattern', { sector: oldSectors + 8, bytes: 64 * 1024, seed: 77 })).toBe(-1);
+      expect(await h.call('ioStatus', { sector: (8 * MiB) / SECTOR, bytes: 512, write: false })).toBe(1);
+    });
+  });
+}
+
+test('memory.grow during I/O: requests keep landing, also in the newly grown RAM', async ({ page }) => {
+  const h = await openHarness(page, 'guest');
+  await attach(h, { kind: 'memory', size: 8 * MiB }, { ramPages: 512, maxPages: 1024 });
+  const r = await h.call<{ before: number; after: number; first: WorkloadResult; second: WorkloadResult; finalMismatches: number }>(
+    'growMidIo',
+    { growPages: 256, queueDepth: 16, spanSectors: (8 * MiB) / SECTOR },
+  );
+  expect(r.before).toBe(512 * 65536);
+  expect(r.after).toBe(768 * 65536);
+  expect(r.first).toMatchObject({ completed: 3000, mismatches: 0, ioErrors: 0 });
+  expect(r.second).toMatchObject({ completed: 3000, mismatches: 0, ioErrors: 0 });
+  expect(r.finalMismatches).toBe(0);
+});
+
+test('an OPFS disk keeps flushed data across a reload and a browser restart', async ({ page, profile }) => {
+  let h = await openHarness(page, 'guest');
+  const spec = { kind: 'opfs', name: 'persist', directory: 'e2e', size: 8 * MiB };
+  await attach(h, spec);
+  await h.call('writePattern', { sector: 2048, bytes: 256 * 1024, seed: 91 });
+  await h.call('flush');
+  await page.reload();
+
+  h = await openHarness(page, 'guest');
+  // Opened as it is: no size this time.
+  const info = await attach(h, { kind: 'opfs', name: 'persist', directory: 'e2e' });
+  expect(info.capacitySectors).toBe((8 * MiB) / SECTOR);
+  expect(await h.call('checkPattern', { sector: 2048, bytes: 256 * 1024, seed: 91 })).toBe(-1);
+  await h.call('writePattern', { sector: 0, bytes: 4096, seed: 92 });
+  await h.call('flush');
+
+  h = await openHarness(await profile.relaunch(), 'guest');
+  await attach(h, { kind: 'opfs', name: 'persist', directory: 'e2e' });
+  expect(await h.call('checkPattern', { sector: 0, bytes: 4096, seed: 92 })).toBe(-1);
+  expect(await h.call('checkPattern', { sector: 2048, bytes: 256 * 1024, seed: 91 })).toBe(-1);
+});
+
+test('a second tab attaching the same OPFS disk gets the typed in-use error', async ({ page, profile }) => {
+  const first = await openHarness(page, 'guest');
+  await attach(first, { kind: 'opfs', name: 'shared', directory: 'e2e', size: 4 * MiB });
+  await first.call('writePattern', { sector: 0, bytes: 4096, seed: 93 });
+
+  const second = await openHarness(await profile.newPage(), 'guest');
+  const error = await second.attempt('attach', { backend: { kind: 'opfs', name: 'shared', directory: 'e2e' } });
+  expect(error).toMatchObject({ code: 'in-use' });
+  expect(error!.message).toContain('in use by another tab or worker');
+  // The first tab's guest keeps working.
+  expect(await first.call('checkPattern', { sector: 0, bytes: 4096, seed: 93 })).toBe(-1);
+
+  await first.call('close');
+  await attach(second, { kind: 'opfs', name: 'shared', directory: 'e2e' });
+  expect(await second.call('checkPattern', { sector: 0, bytes: 4096, seed: 93 })).toBe(-1);
+});
+
+test('without cross-origin isolation the same API runs the device on the page (same-thread host)', async ({ page }) => {
+  const h = await openHarness(page, 'guest', '?isolation=off');
+  expect(await h.call('isolated')).toBe(false);
+  const info = await attach(h, { kind: 'memory', size: 8 * MiB });
+  expect(info.host).toBe('same-thread');
+  for (const qd of [1, 16]) await verify(h, qd, (8 * MiB) / SECTOR, 800);
+  expect(await h.call('resize', { sizeBytes: 12 * MiB })).toBe((12 * MiB) / SECTOR);
+  expect(await h.call('waitConfigChange', { sectors: (12 * MiB) / SECTOR })).toMatchObject({ capacitySectors: (12 * MiB) / SECTOR });
+  await h.call('close');
+  // OPFS needs a sync access handle, which a page's main thread cannot have.
+  expect(await h.attempt('attach', { backend: { kind: 'opfs', name: 'x', size: MiB } })).toMatchObject({ code: 'unsupported' });
+});

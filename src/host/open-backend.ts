@@ -1,0 +1,16 @@
+// Turn a BackendSpec (plain data that can cross to a worker) into a backend.
+// Both hosts use it, so a spec means the same thing on either.
+
+import type { BlockBackend } from '../backends/backend.ts';
+import { MemoryBackend } from '../backends/memory.ts';
+import { OpfsBackend } from '../backends/opfs.ts';
+import type { BackendSpec } from './protocol.ts';
+
+export async function openBackend(spec: BackendSpec): Promise<BlockBackend> {
+  switch (spec.kind) {
+    case 'memory':
+      return new MemoryBackend(spec.size, { data: spec.data, readOnly: spec.readOnly });
+    case 'opfs':
+      return OpfsBackend.open(spec);
+  }
+}

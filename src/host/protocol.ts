@@ -1,0 +1,139 @@
+// The whole boundary between the page (or emulator thread) and the device
+// worker, in one place.
+//
+// Only rare control traffic crosses as messages: start, resize, flush, close,
+// and events from the worker. The hot path never does: register accesses,
+// doorbells and interrupts go through the register file's shared Int32Array
+// with Atomics, and statistics through a shared Float64Array the worker
+// rewrites after each batch, so the page reads them without asking.
+//
+// Requests carry ids and get exactly one reply. Errors cross as plain
+// {name, message, code, stack} records, because structured cloning drops an
+// Error subclass's own fields (StorageError's `code`).
+//
+// The worker blocks in Atomics.wait on the doorbell and so cannot see a
+// message until it yields. The sender therefore also bumps the control word
+// and the doorbell after posting; the worker, woken, sees the control word
+// ahead of what it handled and yields to its event loop to take the message.
+
+import { StorageError, type StorageErrorCode } from '../backends/backend.ts';
+import type { CacheMode } from '../block/device.ts';
+import type { GuestRegionSpec } from '../virtio/memory.ts';
+import type { MmioState } from '../virtio/mmio.ts';
+
+/** Which storage the device serves, described so that it can cross to the worker. */
+export type BackendSpec =
+  | {
+      kind: 'memory';
+      /** Disk size in bytes. */
+      size: number;
+      /** Initial contents (copied). */
+      data?: Uint8Array;
+      readOnly?: boolean;
+    }
+  | {
+      kind: 'opfs';
+      /** File name of the disk in the origin private file system. */
+      name: string;
+      /** Folder inside OPFS ('/'-separated). */
+      directory?: string;
+      /** Create the disk at this size when it does not exist. */
+      size?: number;
+      readOnly?: boolean;
+    };
+
+/** Device options that can cross to the worker (no callbacks, no limiter object). */
+export interface DeviceSpec {
+  /** Offer VIRTIO_BLK_F_RO. Default: the backend's own. */
+  readOnly?: boolean;
+  cacheMode?: CacheMode;
+  /** GET_ID answer, up to 20 ASCII bytes. */
+  serial?: string;
+  /** QueueNumMax, a power of two. */
+  queueSize?: number;
+}
+
+/** Page → worker. */
+export type HostRequest =
+  | {
+      type: 'start';
+      id: number;
+      /** Guest RAM: regions over a shared WebAssembly.Memory or SharedArrayBuffer. */
+      memory: GuestRegionSpec[];
+      /** The register file's shared state. */
+      state: MmioState;
+      /** Control word: see `ControlWord`. */
+      control: Int32Array;
+      /** Statistics, laid out as `StatSlot`. */
+      stats: Float64Array;
+      backend: BackendSpec;
+      device: DeviceSpec;
+    }
+  | { type: 'resize'; id: number; sizeBytes: number }
+  | { type: 'flush'; id: number }
+  | { type: 'close'; id: number };
+
+/** Worker → page. */
+export type HostMessage =
+  | { type: 'reply'; id: number; ok: true; value?: unknown }
+  | { type: 'reply'; id: number; ok: false; error: WireError }
+  /** A request failed in storage; the guest got IOERR and the device keeps serving. */
+  | { type: 'storage-error'; error: WireError }
+  /** The device set DEVICE_NEEDS_RESET. */
+  | { type: 'needs-reset'; reason: string };
+
+export interface WireError {
+  name: string;
+  message: string;
+  /** StorageError's code. */
+  code?: StorageErrorCode;
+  stack?: string;
+}
+
+/** Words of the control Int32Array. */
+export const ControlWord = {
+  /** Messages the page has posted (bumped after each postMessage). */
+  Posted: 0,
+  /** Length of the control array. */
+  Length: 2,
+} as const;
+
+/** Slots of the statistics Float64Array. */
+export const StatSlot = {
+  Reads: 0,
+  Writes: 1,
+  Flushes: 2,
+  Discards: 3,
+  WriteZeroes: 4,
+  BytesRead: 5,
+  BytesWritten: 6,
+  IoErrors: 7,
+  Completed: 8,
+  InFlight: 9,
+  Notifications: 10,
+  Interrupts: 11,
+  CapacitySectors: 12,
+  /** Doorbell wake-ups the worker has served. */
+  Wakeups: 13,
+  Length: 14,
+} as const;
+
+export function toWireError(err: unknown): WireError {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return {
+      name: err.name,
+      message: err.message,
+      stack: err.stack,
+      ...(typeof code === 'string' ? { code: code as StorageErrorCode } : {}),
+    };
+  }
+  return { name: 'Error', message: String(err) };
+}
+
+/** Rebuild an error on this side: a StorageError keeps its code. */
+export function fromWireError(wire: WireError): Error {
+  const err = wire.code ? new StorageError(wire.code, wire.message) : Object.assign(new Error(wire.message), { name: wire.name });
+  if (wire.stack) err.stack = `${err.stack ?? ''}\n--- in the device worker ---\n${wire.stack}`;
+  return err;
+}
