@@ -90,3 +90,42 @@ describe('node file backend', () => {
     expect(() => disk.read(0, new Uint8Array(512))).toThrow(expect.objectContaining({ code: 'closed' }));
   });
 });
+
+describe('node file backend: vectored I/O', () => {
+  test('writev stores views back to back and readv reads them back into views of other sizes', () => {
+    const disk = NodeFileBackend.open(makeImage(256 * 1024));
+    const data = pattern(3 * 4096 + 1536, 21);
+    const pieces = [data.subarray(0, 4096), data.subarray(4096, 4096 + 1536), data.subarray(4096 + 1536)];
+    disk.writev(8192, pieces);
+    const plain = new Uint8Array(data.length);
+    disk.read(8192, plain);
+    expect(Buffer.from(plain)).toEqual(Buffer.from(data));
+    const big = new Uint8Array(data.length + 100);
+    const views = [big.subarray(0, 512), big.subarray(512, 512 + 8192), big.subarray(512 + 8192, data.length)];
+    disk.readv(8192, views);
+    expect(Buffer.from(big.subarray(0, data.length))).toEqual(Buffer.from(data));
+    expect(big.subarray(data.length).every((b) => b === 0)).toBe(true);
+    disk.close();
+  });
+
+  test('vectored calls are range-checked and refused on a read-only disk like plain ones', () => {
+    const disk = NodeFileBackend.open(makeImage(8192), { readOnly: true });
+    expect(() => disk.writev(0, [new Uint8Array(512)])).toThrow(expect.objectContaining({ code: 'read-only' }));
+    expect(() => disk.readv(4096, [new Uint8Array(4096), new Uint8Array(512)])).toThrow(
+      expect.objectContaining({ code: 'out-of-range' }),
+    );
+    disk.close();
+  });
+
+  test('a readv past a file that shrank behind the backend reads zeroes for the missing tail', () => {
+    const path = makeImage(16384, new Uint8Array(16384).fill(9));
+    const disk = NodeFileBackend.open(path);
+    truncateSync(path, 10000);
+    const views = [new Uint8Array(8192).fill(1), new Uint8Array(8192).fill(1)];
+    disk.readv(0, views);
+    expect(views[0]!.every((b) => b === 9)).toBe(true);
+    expect(views[1]!.subarray(0, 10000 - 8192).every((b) => b === 9)).toBe(true);
+    expect(views[1]!.subarray(10000 - 8192).every((b) => b === 0)).toBe(true);
+    disk.close();
+  });
+});
