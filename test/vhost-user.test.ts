@@ -166,10 +166,10 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function start(options: { readOnly?: boolean } = {}): FrontEnd {
-    backend = NodeFileBackend.open(image, options);
+  function start(options: { readOnly?: boolean; maxMappingBytes?: number } = {}): FrontEnd {
+    backend = NodeFileBackend.open(image, { readOnly: options.readOnly });
     device = new VirtioBlkDevice(backend, { readOnly: options.readOnly });
-    host = VhostUserHost.listen({ socketPath: socket(), device, addon });
+    host = VhostUserHost.listen({ socketPath: socket(), device, addon, maxMappingBytes: options.maxMappingBytes });
     const front = new FrontEnd(addon, socket());
     cleanup.push(() => front.close());
     return front;
@@ -328,6 +328,23 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
     await called; // served on start, without a kick
     expect(device.stats.reads).toBe(1);
     expect(ram.getUint16(at(USED) + 2, true)).toBe(1);
+  });
+
+  test('a region mapped in pieces: a buffer across the seam is read and written whole', async () => {
+    const front = start({ maxMappingBytes: 64 * 1024 });
+    const { kick, call } = await startQueue(front);
+    const seam = RAM_GPA + 0x20000;
+    const payload = new Uint8Array(8192).map((_, i) => (i * 13 + 5) & 0xff);
+    ramBytes.set(payload, at(seam - 4096));
+    const writeStatus = putRequest(0, BlkRequestType.Out, 8, { addr: seam - 4096, len: 8192 });
+    await kickAndWait(kick, call);
+    expect(ramBytes[at(writeStatus)]).toBe(BlkStatus.Ok);
+    expect(Buffer.from(readFileSync(image).subarray(4096, 4096 + 8192))).toEqual(Buffer.from(payload));
+    ramBytes.fill(0, at(seam - 4096), at(seam + 4096));
+    const readStatus = putRequest(1, BlkRequestType.In, 8, { addr: seam - 4096, len: 8192 });
+    await kickAndWait(kick, call);
+    expect(ramBytes[at(readStatus)]).toBe(BlkStatus.Ok);
+    expect(Buffer.from(ramBytes.subarray(at(seam - 4096), at(seam + 4096)))).toEqual(Buffer.from(payload));
   });
 
   test('a read-only device answers writes with IOERR and leaves the image alone', async () => {

@@ -67,6 +67,8 @@ export interface VhostUserHostOptions {
   log?: (line: string) => void;
   /** The native helper (default: built and loaded on demand). */
   addon?: VhostUserAddon;
+  /** Map regions in pieces of at most this many bytes (default 1 GiB; a multiple of the page size). */
+  maxMappingBytes?: number;
 }
 
 interface Ring {
@@ -87,11 +89,20 @@ interface Ring {
   queue: SplitQueue | null;
 }
 
+/** One mmap of (part of) a memory region: `bytes` guest bytes from `guestAddress`. */
 interface Mapping {
-  region: MemRegion;
+  guestAddress: number;
+  bytes: number;
   buffer: ArrayBuffer;
   delta: number;
 }
+
+/**
+ * Largest single mapping. A typed array over more than 4 GiB is not possible
+ * in Node 20, and guest RAM is one region as large as `-m`, so a region is
+ * mapped in pieces; GuestMemory splits chains at the seams.
+ */
+export const MAX_MAPPING_BYTES = 1 << 30;
 
 const EVENTFD_ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
@@ -111,7 +122,9 @@ export class VhostUserHost {
   #protocolFeatures = 0n;
   /** The front-end acked F_PROTOCOL_FEATURES: rings then start disabled (vhost-user.rst). */
   #protocolAcked = false;
-  #mappings: Mapping[] = [];
+  /** The memory table as QEMU sent it (ring addresses are translated through it). */
+  #regions: MemRegion[] = [];
+  readonly #maxMappingBytes: number;
   #memory: GuestMemory | null = null;
   #rings: Ring[];
   /** The array handed to the device in `activate`; entries are filled as rings start. */
@@ -134,6 +147,7 @@ export class VhostUserHost {
     this.#addon = addon;
     this.#log = options.log ?? (() => {});
     this.#listenFd = listenFd;
+    this.#maxMappingBytes = options.maxMappingBytes ?? MAX_MAPPING_BYTES;
     this.#rings = Array.from({ length: this.#device.queueCount }, () => newRing());
     this.#queues = this.#rings.map(() => null);
     this.#device.onConfigChange = () => this.#sendConfigChange();
@@ -400,7 +414,7 @@ export class VhostUserHost {
 
   /** A QEMU-process address → guest-physical, through the memory table. */
   #translate(userAddress: number): number {
-    for (const { region } of this.#mappings) {
+    for (const region of this.#regions) {
       if (userAddress >= region.userAddress && userAddress - region.userAddress < region.size) {
         return userAddress - region.userAddress + region.guestAddress;
       }
@@ -413,24 +427,23 @@ export class VhostUserHost {
     if (fds.length !== regions.length) {
       throw new ProtocolError(`memory table has ${regions.length} regions but ${fds.length} fds`);
     }
-    const mappings: Mapping[] = regions.map((region, i) => {
-      const { buffer, delta } = this.#addon.mmap(fds[i]!, region.mmapOffset, region.size);
-      return { region, buffer, delta };
+    const mappings: Mapping[] = [];
+    regions.forEach((region, i) => {
+      for (let done = 0; done < region.size; done += this.#maxMappingBytes) {
+        const bytes = Math.min(this.#maxMappingBytes, region.size - done);
+        const { buffer, delta } = this.#addon.mmap(fds[i]!, region.mmapOffset + done, bytes);
+        mappings.push({ guestAddress: region.guestAddress + done, bytes, buffer, delta });
+      }
     });
     // The mappings hold the memory; the fds are no longer needed (closed by #handle).
     const memory = new GuestMemory(
-      mappings.map((m) => ({
-        guestAddress: m.region.guestAddress,
-        source: m.buffer,
-        sourceOffset: m.delta,
-        size: m.region.size,
-      })),
+      mappings.map((m) => ({ guestAddress: m.guestAddress, source: m.buffer, sourceOffset: m.delta, size: m.bytes })),
     );
     const wasActive = this.#active;
     // A new table while rings run: requests in flight finish against the old
     // mapping, then the queues are rebuilt over the new one at the same indices.
     if (wasActive) await this.#deactivate();
-    this.#mappings = mappings;
+    this.#regions = regions;
     this.#memory = memory;
     this.#log(
       `memory: ${regions.map((r) => `0x${r.guestAddress.toString(16)}+0x${r.size.toString(16)}`).join(', ')}`,
@@ -640,7 +653,7 @@ export class VhostUserHost {
     this.#features = 0n;
     this.#protocolFeatures = 0n;
     this.#protocolAcked = false;
-    this.#mappings = [];
+    this.#regions = [];
     this.#memory = null;
     if (this.#sawMessage) for (const wake of this.#sessionEndWaiters.splice(0)) wake();
     for (const wake of this.#idleWaiters.splice(0)) wake();
