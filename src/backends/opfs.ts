@@ -313,6 +313,11 @@ function checkName(name: string): void {
   }
 }
 
+/** The OPFS folder at `directory` ('/'-separated), created when `create`. */
+export async function opfsDirectory(directory: string, create = false): Promise<FileSystemDirectoryHandle> {
+  return directoryHandle(normalizeDirectory(directory), create);
+}
+
 async function directoryHandle(directory: string, create: boolean): Promise<FileSystemDirectoryHandle> {
   let folder = await navigator.storage.getDirectory();
   for (const part of directory ? directory.split('/') : []) folder = await folder.getDirectoryHandle(part, { create });
