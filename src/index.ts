@@ -77,3 +77,25 @@ export {
 
 // Hosts.
 export { createSameThreadDisk, type SameThreadDisk, type SameThreadDiskOptions } from './host/same-thread.ts';
+export {
+  DiskHost,
+  canUseWorkerHost,
+  createDisk,
+  waitForLine,
+  type CreateDiskOptions,
+  type Disk,
+  type DiskStats,
+  type InterruptLine,
+} from './host/disk.ts';
+export type { BackendSpec, DeviceSpec } from './host/protocol.ts';
+export {
+  IrqTrigger,
+  kernelCommandLine,
+  virtioMmioCmdlineDevice,
+  virtioMmioDts,
+  virtioMmioFdtProperties,
+  virtioMmioNodeName,
+  type FdtProperty,
+  type KernelCommandLineOptions,
+  type VirtioMmioNodeOptions,
+} from './host/devicetree.ts';
