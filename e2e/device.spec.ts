@@ -54,6 +54,9 @@ for (const backend of ['memory', 'opfs'] as const) {
       expect(stats.flushes).toBeGreaterThan(0);
       expect(stats.interrupts).toBeGreaterThan(0);
       expect(stats.ioErrors).toBe(0);
+      // The callback form of the interrupt line fired on the page too.
+      expect(await h.call('interruptCallbacks')).toBeGreaterThan(0);
+      expect(await h.call('needsReset')).toEqual([]);
       await h.call('close');
     });
 
@@ -150,4 +153,18 @@ test('without cross-origin isolation the same API runs the device on the page (s
   await h.call('close');
   // OPFS needs a sync access handle, which a page's main thread cannot have.
   expect(await h.attempt('attach', { backend: { kind: 'opfs', name: 'x', size: MiB } })).toMatchObject({ code: 'unsupported' });
+});
+
+test('a storage failure is IOERR for that request, a typed error on the host, and the device keeps serving', async ({ page }) => {
+  const h = await openHarness(page, 'guest');
+  const failFrom = 1 * MiB;
+  await attach(h, { kind: 'module', url: '/e2e/harness/faulty-backend.ts', options: { size: 4 * MiB, failFrom, failTo: 2 * MiB } });
+  expect(await h.call('ioStatus', { sector: failFrom / SECTOR, bytes: 4096, write: true })).toBe(1);
+  expect(await h.call('storageErrors')).toEqual([expect.objectContaining({ name: 'StorageError', code: 'quota-exceeded' })]);
+  // Other requests are served as before.
+  await h.call('writePattern', { sector: 64, bytes: 4096, seed: 94 });
+  expect(await h.call('checkPattern', { sector: 64, bytes: 4096, seed: 94 })).toBe(-1);
+  expect(await h.call('ioStatus', { sector: failFrom / SECTOR + 8, bytes: 512, write: false })).toBe(0);
+  expect((await h.call<Record<string, number>>('stats')).ioErrors).toBe(1);
+  expect(await h.call('needsReset')).toEqual([]);
 });

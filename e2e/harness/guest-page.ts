@@ -33,6 +33,9 @@ let disk: Disk | null = null;
 let guest: ((op: string, args: unknown) => Promise<unknown>) | null = null;
 let vcpuWorker: Worker | null = null;
 const storageErrors: WireError[] = [];
+const needsReset: string[] = [];
+/** Interrupt callbacks seen on this page (the vCPU acknowledges the line itself). */
+let interruptCallbacks = 0;
 
 const pageOps: Record<string, (args: never) => unknown> = {
   isolated: () => crossOriginIsolated,
@@ -42,6 +45,8 @@ const pageOps: Record<string, (args: never) => unknown> = {
     const memory = [{ guestAddress: RAM_BASE, source: ram, size: maxPages * PAGE }];
     disk = await createDisk({ memory, backend, device, host });
     disk.onStorageError = (error) => storageErrors.push(toWireError(error));
+    disk.onNeedsReset = (reason) => needsReset.push(reason);
+    disk.onInterrupt = () => void interruptCallbacks++;
     if (disk.host === 'worker') {
       vcpuWorker = new Worker(new URL('./vcpu-worker.ts', import.meta.url), { type: 'module', name: 'vcpu' });
       const vcpu = await connect(vcpuWorker);
@@ -70,6 +75,8 @@ const pageOps: Record<string, (args: never) => unknown> = {
   },
   stats: () => disk!.stats,
   storageErrors: () => storageErrors,
+  needsReset: () => needsReset,
+  interruptCallbacks: () => interruptCallbacks,
   hostFlush: () => disk!.flush(),
   close: async () => {
     await disk?.close();

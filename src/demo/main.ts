@@ -76,7 +76,7 @@ function describeError(err: unknown): string {
   return String(err);
 }
 
-function backendSpec(): BackendSpec {
+function backendSpec(): Exclude<BackendSpec, { kind: 'module' }> {
   const size = Math.max(1, Number(ui.size.value) || 64) * MiB;
   const readOnly = ui.readOnly.checked;
   if (ui.backend.value === 'opfs') return { kind: 'opfs', name: ui.name.value.trim() || 'lab-disk', directory: OPFS_DIRECTORY, size, readOnly };

@@ -12,5 +12,12 @@ export async function openBackend(spec: BackendSpec): Promise<BlockBackend> {
       return new MemoryBackend(spec.size, { data: spec.data, readOnly: spec.readOnly });
     case 'opfs':
       return OpfsBackend.open(spec);
+    case 'module': {
+      const module = (await import(/* @vite-ignore */ new URL(spec.url, globalThis.location?.href).href)) as {
+        openBackend?: (options: unknown) => BlockBackend | Promise<BlockBackend>;
+      };
+      if (typeof module.openBackend !== 'function') throw new TypeError(`${spec.url} does not export openBackend(options)`);
+      return module.openBackend(spec.options);
+    }
   }
 }

@@ -40,6 +40,16 @@ export type BackendSpec =
       /** Create the disk at this size when it does not exist. */
       size?: number;
       readOnly?: boolean;
+    }
+  | {
+      /**
+       * A backend of your own: the device worker imports the ES module at
+       * `url` (absolute, or relative to the page) and awaits its exported
+       * `openBackend(options)`, which returns a BlockBackend.
+       */
+      kind: 'module';
+      url: string;
+      options?: unknown;
     };
 
 /** Device options that can cross to the worker (no callbacks, no limiter object). */
