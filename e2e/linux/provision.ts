@@ -31,6 +31,7 @@ const HOST_TOOLS: Record<string, string> = {
   depmod: 'kmod',
   mke2fs: 'e2fsprogs',
   e2fsck: 'e2fsprogs',
+  debugfs: 'e2fsprogs',
   'dpkg-deb': 'dpkg',
 };
 
