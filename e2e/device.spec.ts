@@ -156,6 +156,8 @@ test('without cross-origin isolation the same API runs the device on the page (s
 });
 
 test('a storage failure is IOERR for that request, a typed error on the host, and the device keeps serving', async ({ page }) => {
+  // The faulty backend is a TypeScript module the dev server compiles on request; a build does not ship it.
+  test.skip(process.env.E2E_SERVER === 'preview', 'needs the dev server');
   const h = await openHarness(page, 'guest');
   const failFrom = 1 * MiB;
   await attach(h, { kind: 'module', url: '/e2e/harness/faulty-backend.ts', options: { size: 4 * MiB, failFrom, failTo: 2 * MiB } });
