@@ -46,6 +46,18 @@ describe('virtio-blk-web CLI', () => {
     expect(await cli('vhost-user', '--bogus')).toMatchObject({ code: 2 });
   });
 
+  test('another platform is told vhost-user needs Linux, exit 1', async () => {
+    const platform = Object.getOwnPropertyDescriptor(process, 'platform')!;
+    Object.defineProperty(process, 'platform', { value: 'darwin' });
+    try {
+      const r = await cli('vhost-user', '--socket', join(dir, 's'), '--image', image);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toContain('vhost-user needs Linux');
+    } finally {
+      Object.defineProperty(process, 'platform', platform);
+    }
+  });
+
   test.runIf(process.platform === 'linux')('a missing image is named, exit 1', async () => {
     const missing = join(dir, 'nope.img');
     const r = await cli('vhost-user', '--socket', join(dir, 's'), '--image', missing);

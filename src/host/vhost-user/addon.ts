@@ -3,8 +3,10 @@
 // needs a compiler; only the vhost-user host (Linux, Node) does.
 
 import { execFileSync } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -57,7 +59,44 @@ export function buildAddon(options: { quiet?: boolean } = {}): string {
       `the vhost-user host needs Linux (unix-socket fd passing and shared guest memory); this is ${process.platform}`,
     );
   }
-  if (existsSync(binary) && statSync(binary).mtimeMs >= statSync(source).mtimeMs) return binary;
+  if (upToDate()) return binary;
+  // Several processes (parallel test files) may want the addon at once:
+  // node-gyp builds in place, so one builds while the others wait.
+  const unlock = lockBuild();
+  try {
+    if (!upToDate()) runNodeGyp(options.quiet ?? false);
+  } finally {
+    unlock();
+  }
+  return binary;
+}
+
+function upToDate(): boolean {
+  return existsSync(binary) && statSync(binary).mtimeMs >= statSync(source).mtimeMs;
+}
+
+/** A lock directory beside the system temp files (node-gyp wipes native/build). */
+function lockBuild(): () => void {
+  const key = createHash('sha256').update(nativeDir).digest('hex').slice(0, 16);
+  const lock = join(tmpdir(), `virtio-blk-web-addon-${key}.lock`);
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      return () => rmSync(lock, { recursive: true, force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      // A builder that died leaves its lock behind; no build takes 5 minutes.
+      const held = statSync(lock, { throwIfNoEntry: false });
+      if (held && Date.now() - held.mtimeMs > 300_000) {
+        rmSync(lock, { recursive: true, force: true });
+      }
+      Atomics.wait(pause, 0, 0, 100);
+    }
+  }
+}
+
+function runNodeGyp(quiet: boolean): void {
   const require = createRequire(import.meta.url);
   let gyp: string;
   try {
@@ -73,7 +112,7 @@ export function buildAddon(options: { quiet?: boolean } = {}): string {
   const prefix = dirname(dirname(process.execPath));
   if (existsSync(join(prefix, 'include', 'node', 'node_api.h'))) args.push(`--nodedir=${prefix}`);
   try {
-    execFileSync(process.execPath, args, { stdio: options.quiet ? 'pipe' : ['ignore', 2, 2] });
+    execFileSync(process.execPath, args, { stdio: quiet ? 'pipe' : ['ignore', 2, 2] });
   } catch (cause) {
     const output = (cause as { stderr?: Buffer }).stderr?.toString() ?? '';
     throw new AddonUnavailableError(
@@ -81,7 +120,6 @@ export function buildAddon(options: { quiet?: boolean } = {}): string {
       { cause },
     );
   }
-  return binary;
 }
 
 /** The addon, built on first use. */
