@@ -170,3 +170,33 @@ test('a storage failure is IOERR for that request, a typed error on the host, an
   expect((await h.call<Record<string, number>>('stats')).ioErrors).toBe(1);
   expect(await h.call('needsReset')).toEqual([]);
 });
+
+test('an emulator on the page thread drives the worker-hosted device without blocking', async ({ page }) => {
+  const h = await openHarness(page, 'guest');
+  const info = await attach(h, { kind: 'memory', size: 8 * MiB }, { guestOnPage: true });
+  expect(info).toMatchObject({ host: 'worker', guestOnPage: true });
+  for (const qd of [1, 32]) await verify(h, qd, (8 * MiB) / SECTOR, 800);
+  await h.call('close');
+});
+
+test('read-only OPFS disks attach in two tabs at once; guest writes are refused', async ({ page, profile }) => {
+  const writer = await openHarness(page, 'guest');
+  await attach(writer, { kind: 'opfs', name: 'image', directory: 'e2e', size: 4 * MiB });
+  await writer.call('writePattern', { sector: 16, bytes: 8192, seed: 95 });
+  await writer.call('flush');
+  await writer.call('close');
+
+  const tabs = [writer, await openHarness(await profile.newPage(), 'guest')];
+  for (const tab of tabs) {
+    const info = await attach(tab, { kind: 'opfs', name: 'image', directory: 'e2e', readOnly: true });
+    expect(info.readOnly).toBe(true);
+  }
+  for (const tab of tabs) {
+    expect(await tab.call('checkPattern', { sector: 16, bytes: 8192, seed: 95 })).toBe(-1);
+    expect(await tab.call('ioStatus', { sector: 16, bytes: 4096, write: true })).toBe(1);
+    expect(await tab.call('checkPattern', { sector: 16, bytes: 8192, seed: 95 })).toBe(-1);
+  }
+  // A writer cannot join while readers hold the disk.
+  const third = await openHarness(await profile.newPage(), 'guest');
+  expect(await third.attempt('attach', { backend: { kind: 'opfs', name: 'image', directory: 'e2e' } })).toMatchObject({ code: 'in-use' });
+});

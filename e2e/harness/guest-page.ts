@@ -27,6 +27,8 @@ interface AttachArgs {
   ramPages?: number;
   maxPages?: number;
   queueSize?: number;
+  /** Run the guest on this page even with the worker host (an emulator on the main thread). */
+  guestOnPage?: boolean;
 }
 
 let disk: Disk | null = null;
@@ -39,7 +41,7 @@ let interruptCallbacks = 0;
 
 const pageOps: Record<string, (args: never) => unknown> = {
   isolated: () => crossOriginIsolated,
-  attach: async ({ backend, device, host, ramPages = 512, maxPages = 1024, queueSize }: AttachArgs) => {
+  attach: async ({ backend, device, host, ramPages = 512, maxPages = 1024, queueSize, guestOnPage = false }: AttachArgs) => {
     const shared = crossOriginIsolated;
     const ram = new WebAssembly.Memory({ initial: ramPages, maximum: maxPages, shared });
     const memory = [{ guestAddress: RAM_BASE, source: ram, size: maxPages * PAGE }];
@@ -47,7 +49,7 @@ const pageOps: Record<string, (args: never) => unknown> = {
     disk.onStorageError = (error) => storageErrors.push(toWireError(error));
     disk.onNeedsReset = (reason) => needsReset.push(reason);
     disk.onInterrupt = () => void interruptCallbacks++;
-    if (disk.host === 'worker') {
+    if (disk.host === 'worker' && !guestOnPage) {
       vcpuWorker = new Worker(new URL('./vcpu-worker.ts', import.meta.url), { type: 'module', name: 'vcpu' });
       const vcpu = await connect(vcpuWorker);
       await vcpu.call('boot', { ram, maxBytes: maxPages * PAGE, state: disk.state });
@@ -67,7 +69,7 @@ const pageOps: Record<string, (args: never) => unknown> = {
       };
     }
     const info = await guest('init', { queueSize });
-    return { host: disk.host, ...(info as object) };
+    return { host: disk.host, guestOnPage: disk.host !== 'worker' || guestOnPage, ...(info as object) };
   },
   resize: async ({ sizeBytes }: { sizeBytes: number }) => {
     await disk!.resize(sizeBytes);
