@@ -240,7 +240,7 @@ export class VhostUserHost {
         return;
       }
       this.#sawMessage = true;
-      this.#pending = this.#pending.then(() => this.#handle(request, flags, payload, fds));
+      this.#enqueue(() => this.#handle(request, flags, payload, fds));
     } catch (err) {
       for (const extra of fds) this.#addon.close(extra);
       this.#log(`protocol error: ${(err as Error).message}`);
@@ -264,7 +264,12 @@ export class VhostUserHost {
   #endConnection(why: string): void {
     if (this.#connWatcher) this.#addon.unwatch(this.#connWatcher);
     this.#connWatcher = null;
-    this.#pending = this.#pending.then(() => this.#disconnect(why));
+    this.#enqueue(() => this.#disconnect(why));
+  }
+
+  /** Run `step` after everything queued before it; a failure is logged and does not stop later steps. */
+  #enqueue(step: () => Promise<void>): void {
+    this.#pending = this.#pending.then(step).catch((err: unknown) => this.#log(`internal error: ${String(err)}`));
   }
 
   async #handle(request: number, flags: number, payload: Uint8Array, fds: number[]): Promise<void> {
