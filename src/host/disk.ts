@@ -96,9 +96,13 @@ export interface Disk {
   close(): Promise<void>;
 }
 
-/** Whether this context can run the worker host (SharedArrayBuffer usable). */
+/** Whether this context can run the worker host (SharedArrayBuffer usable, and Web Workers). */
 export function canUseWorkerHost(): boolean {
-  return typeof SharedArrayBuffer === 'function' && (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated !== false;
+  return (
+    typeof SharedArrayBuffer === 'function' &&
+    typeof Worker === 'function' &&
+    (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated !== false
+  );
 }
 
 export async function createDisk(options: CreateDiskOptions): Promise<Disk> {
