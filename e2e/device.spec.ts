@@ -200,3 +200,15 @@ test('read-only OPFS disks attach in two tabs at once; guest writes are refused'
   const third = await openHarness(await profile.newPage(), 'guest');
   expect(await third.attempt('attach', { backend: { kind: 'opfs', name: 'image', directory: 'e2e' } })).toMatchObject({ code: 'in-use' });
 });
+
+test('a rate-limited worker-hosted device throttles, serves everything correctly, and can be unthrottled live', async ({ page }) => {
+  const h = await openHarness(page, 'guest');
+  // 20 requests per 50 ms: the workload below must wait for refills.
+  await attach(h, { kind: 'memory', size: 4 * MiB }, { device: { rateLimit: { ops: { size: 20, refillTimeMs: 50 } } } });
+  await verify(h, 8, (4 * MiB) / SECTOR, 200, 1);
+  const limited = await h.call<Record<string, number>>('stats');
+  expect(limited.throttled).toBeGreaterThan(0);
+  await h.call('setRateLimit', { config: null });
+  await verify(h, 8, (4 * MiB) / SECTOR, 400, 2);
+  expect((await h.call<Record<string, number>>('stats')).throttled).toBe(limited.throttled);
+});

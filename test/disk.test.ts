@@ -84,6 +84,23 @@ describe('createDisk (same-thread host)', () => {
     await disk.close();
   });
 
+  test('a rate limit throttles requests that still all complete, and can be lifted live', async () => {
+    const { memory } = guestRam();
+    const disk = await createDisk({
+      memory,
+      backend: { kind: 'memory', size: 2 * MiB },
+      device: { rateLimit: { ops: { size: 5, refillTimeMs: 20 } } },
+    });
+    const driver = await boot(disk, memory);
+    for (let i = 0; i < 20; i++) await driver.write(i * 8, pattern(4096, i));
+    const throttled = disk.stats.throttled;
+    expect(throttled).toBeGreaterThan(0);
+    await disk.setRateLimit(null);
+    for (let i = 0; i < 20; i++) expect(await driver.read(i * 8, 4096)).toEqual(pattern(4096, i));
+    expect(disk.stats.throttled).toBe(throttled);
+    await disk.close();
+  });
+
   test('the worker host takes backend descriptions only, and needs SharedArrayBuffer guest RAM', async () => {
     const { memory } = guestRam();
     await expect(createDisk({ memory, backend: new MemoryBackend(MiB), host: 'worker' })).rejects.toThrow(TypeError);

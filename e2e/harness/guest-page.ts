@@ -80,6 +80,7 @@ const pageOps: Record<string, (args: never) => unknown> = {
   needsReset: () => needsReset,
   interruptCallbacks: () => interruptCallbacks,
   hostFlush: () => disk!.flush(),
+  setRateLimit: ({ config }: { config: Parameters<Disk['setRateLimit']>[0] }) => disk!.setRateLimit(config),
   close: async () => {
     await disk?.close();
     vcpuWorker?.terminate();

@@ -17,6 +17,7 @@
 
 import type { BlockBackend, StorageError } from '../backends/backend.ts';
 import { VirtioBlkDevice, type Timers } from '../block/device.ts';
+import { RateLimiter, type RateLimiterConfig } from '../limiter/index.ts';
 import { GuestMemory } from '../virtio/memory.ts';
 import { MmioDevice, MmioWord, type MmioState } from '../virtio/mmio.ts';
 import { openBackend } from './open-backend.ts';
@@ -74,6 +75,8 @@ class Session {
   readonly #device: VirtioBlkDevice;
   readonly #transport: MmioDevice;
   readonly #timers = new LoopTimers();
+  /** The device's limiter, kept to update it in place; null while unlimited. */
+  #limiter: RateLimiter | null;
   /** Control messages received and not yet handled, oldest first. */
   readonly #inbox: HostRequest[] = [];
   /** How many announced messages were handled; compared with ControlWord.Posted. */
@@ -87,8 +90,11 @@ class Session {
     this.#control = start.control;
     this.#stats = start.stats;
     this.#backend = backend;
+    const { rateLimit, ...device } = start.device;
+    this.#limiter = rateLimit ? new RateLimiter(rateLimit) : null;
     this.#device = new VirtioBlkDevice(backend, {
-      ...start.device,
+      ...device,
+      limiter: this.#limiter,
       timers: this.#timers,
       onStorageError: (error: StorageError) => send({ type: 'storage-error', error: toWireError(error) }),
     });
@@ -158,6 +164,9 @@ class Session {
       case 'flush':
         await this.#backend.flush();
         return undefined;
+      case 'set-rate-limit':
+        this.#setRateLimit(request.config);
+        return undefined;
       case 'close':
         this.#closed = true;
         // Drop in-flight work first: nothing touches guest memory after this.
@@ -165,6 +174,18 @@ class Session {
         await this.#backend.close();
         return undefined;
     }
+  }
+
+  #setRateLimit(config: RateLimiterConfig | null): void {
+    if (config === null) {
+      this.#limiter = null;
+    } else if (this.#limiter) {
+      this.#limiter.update(config);
+    } else {
+      this.#limiter = new RateLimiter(config);
+    }
+    // Also retries throttled queues at once when the limit went away.
+    this.#device.setLimiter(this.#limiter);
   }
 
   #publishStats(): void {
@@ -185,6 +206,7 @@ class Session {
     s[StatSlot.Interrupts] = t.interrupts;
     s[StatSlot.CapacitySectors] = this.#device.capacitySectors;
     s[StatSlot.Wakeups] = this.#wakeups;
+    s[StatSlot.Throttled] = d.throttled;
   }
 }
 

@@ -12,6 +12,7 @@
 // guest-physical base, and watches `disk.irq` (or `onInterrupt`).
 
 import { StorageError, type BlockBackend } from '../backends/backend.ts';
+import { RateLimiter, type RateLimiterConfig } from '../limiter/index.ts';
 import { GuestMemory, type GuestRegionSpec } from '../virtio/memory.ts';
 import { MmioWord, type MmioState } from '../virtio/mmio.ts';
 import type { MmioAccessor } from '../driver/driver.ts';
@@ -59,6 +60,8 @@ export interface DiskStats {
   notifications: number;
   interrupts: number;
   capacitySectors: number;
+  /** Times a request was held back by the rate limit. */
+  throttled: number;
 }
 
 /** The IRQ line: `Atomics.load(array, index)` is non-zero while asserted (it is InterruptStatus). */
@@ -90,6 +93,8 @@ export interface Disk {
   readonly stats: DiskStats;
   /** Change the disk size; the guest gets a config-change interrupt. */
   resize(sizeBytes: number): Promise<void>;
+  /** Replace the guest's rate limit while it runs (null: unlimited). */
+  setRateLimit(config: RateLimiterConfig | null): Promise<void>;
   /** Make completed writes durable now, from the host side. */
   flush(): Promise<void>;
   /** Stop the device, close the backend (an OPFS disk's lock is released), end the worker. */
@@ -123,10 +128,13 @@ function isSpec(backend: BackendSpec | BlockBackend): backend is BackendSpec {
 }
 
 /** Adapt the core's same-thread host to `Disk`. */
-function sameThreadDisk(memory: GuestRegionSpec[], backend: BlockBackend, device: DeviceSpec): Disk {
+function sameThreadDisk(memory: GuestRegionSpec[], backend: BlockBackend, spec: DeviceSpec): Disk {
   let disk: Disk;
+  const { rateLimit, ...device } = spec;
+  let limiter = rateLimit ? new RateLimiter(rateLimit) : null;
   const inner = createSameThreadDisk({
     ...device,
+    limiter,
     memory: new GuestMemory(memory),
     backend,
     onStorageError: (error) => disk.onStorageError?.(error),
@@ -163,7 +171,14 @@ function sameThreadDisk(memory: GuestRegionSpec[], backend: BlockBackend, device
         notifications: t.notifications,
         interrupts: t.interrupts,
         capacitySectors: inner.device.capacitySectors,
+        throttled: d.throttled,
       };
+    },
+    async setRateLimit(config) {
+      if (config === null) limiter = null;
+      else if (limiter) limiter.update(config);
+      else limiter = new RateLimiter(config);
+      inner.device.setLimiter(limiter);
     },
     resize: (sizeBytes) => inner.resize(sizeBytes),
     flush: async () => backend.flush(),

@@ -18,6 +18,7 @@
 
 import { StorageError, type StorageErrorCode } from '../backends/backend.ts';
 import type { CacheMode } from '../block/device.ts';
+import type { RateLimiterConfig } from '../limiter/index.ts';
 import type { GuestRegionSpec } from '../virtio/memory.ts';
 import type { MmioState } from '../virtio/mmio.ts';
 
@@ -61,6 +62,8 @@ export interface DeviceSpec {
   serial?: string;
   /** QueueNumMax, a power of two. */
   queueSize?: number;
+  /** Throttle the guest: token buckets for bytes and requests (src/limiter). */
+  rateLimit?: RateLimiterConfig;
 }
 
 /** Page → worker. */
@@ -81,6 +84,8 @@ export type HostRequest =
     }
   | { type: 'resize'; id: number; sizeBytes: number }
   | { type: 'flush'; id: number }
+  /** Replace the rate limit (null: unlimited). */
+  | { type: 'set-rate-limit'; id: number; config: RateLimiterConfig | null }
   | { type: 'close'; id: number };
 
 /** Worker → page. */
@@ -125,7 +130,9 @@ export const StatSlot = {
   CapacitySectors: 12,
   /** Doorbell wake-ups the worker has served. */
   Wakeups: 13,
-  Length: 14,
+  /** Times a request was put back because the rate limiter refused it. */
+  Throttled: 14,
+  Length: 15,
 } as const;
 
 export function toWireError(err: unknown): WireError {

@@ -151,10 +151,14 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
         notifications: s[StatSlot.Notifications]!,
         interrupts: s[StatSlot.Interrupts]!,
         capacitySectors: s[StatSlot.CapacitySectors]!,
+        throttled: s[StatSlot.Throttled]!,
       };
     },
     async resize(sizeBytes) {
       await call({ type: 'resize', sizeBytes });
+    },
+    async setRateLimit(config) {
+      await call({ type: 'set-rate-limit', config });
     },
     async flush() {
       await call({ type: 'flush' });
