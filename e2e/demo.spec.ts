@@ -37,6 +37,14 @@ test('opens on a working default, runs a workload and shows the numbers moving',
 
   const verify = await runWorkload(page, 'verify', 2);
   expect(verify).toContain('mismatches 0, final read-back mismatches 0');
+
+  // An IOPS limit, set while attached, holds the device back (the device counts throttled requests).
+  await page.fill('#limit', '500');
+  await page.dispatchEvent('#limit', 'change');
+  await page.fill('#qd', '4');
+  const limited = await runWorkload(page, 'randread', 2);
+  expect(limited).toContain('I/O errors 0');
+  expect(Number(/held back by the rate limit so far: (\d+)/.exec(limited)?.[1])).toBeGreaterThan(0);
 });
 
 test('an OPFS disk is exported as a download of its full size', async ({ page }) => {

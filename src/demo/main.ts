@@ -7,6 +7,7 @@
 
 import { createDisk, type Disk } from '../host/disk.ts';
 import type { BackendSpec } from '../host/protocol.ts';
+import type { RateLimiterConfig } from '../limiter/index.ts';
 import { GuestMemory } from '../virtio/memory.ts';
 import { RollingChart } from './chart.ts';
 import type { GuestReply, GuestRequest } from './guest-worker.ts';
@@ -35,6 +36,7 @@ const ui = {
   qd: $<HTMLInputElement>('qd'),
   block: $<HTMLSelectElement>('block'),
   seconds: $<HTMLInputElement>('seconds'),
+  limit: $<HTMLInputElement>('limit'),
   run: $<HTMLButtonElement>('run'),
   stop: $<HTMLButtonElement>('stop'),
   iops: $<HTMLOutputElement>('iops'),
@@ -131,7 +133,7 @@ async function attach(): Promise<void> {
     const d = await createDisk({
       memory: [{ guestAddress: DEMO_RAM_BASE, source: ram, size: DEMO_RAM_MAX_PAGES * PAGE_BYTES }],
       backend: spec,
-      device: { serial: 'virtio-blk-web-lab' },
+      device: { serial: 'virtio-blk-web-lab', rateLimit: rateLimit() ?? undefined },
     });
     disk = d;
     d.onStorageError = (error) => say(`storage error (the guest saw IOERR): ${describeError(error)}`, true);
@@ -219,7 +221,8 @@ async function run(): Promise<void> {
       `${r.completed.toLocaleString()} requests in ${seconds.toFixed(1)} s: ${Math.round(r.completed / seconds).toLocaleString()} IOPS, ` +
       `${(r.bytes / seconds / 1e6).toFixed(1)} MB/s, mean latency ${(r.latencySumMs / Math.max(1, r.latencyCount)).toFixed(3)} ms, ` +
       `max ${r.latencyMaxMs.toFixed(2)} ms; ${r.flushes} flushes; I/O errors ${r.ioErrors}` +
-      (options.kind === 'verify' ? `; mismatches ${r.mismatches}, final read-back mismatches ${r.finalMismatches}` : '');
+      (options.kind === 'verify' ? `; mismatches ${r.mismatches}, final read-back mismatches ${r.finalMismatches}` : '') +
+      `; requests held back by the rate limit so far: ${disk?.stats.throttled ?? 0}`;
     document.body.dataset.lastRun = String(r.completed);
   } catch (err) {
     ui.result.textContent = `workload failed: ${describeError(err)}`;
@@ -271,6 +274,13 @@ async function exportDisk(): Promise<void> {
   }
 }
 
+/** The IOPS limit as a rate-limiter config: tokens refill every 100 ms, so bursts stay short. */
+function rateLimit(): RateLimiterConfig | null {
+  const iops = Math.max(0, Number(ui.limit.value) || 0);
+  return iops > 0 ? { ops: { size: Math.max(1, Math.round(iops / 10)), refillTimeMs: 100 } } : null;
+}
+
+ui.limit.onchange = () => void disk?.setRateLimit(rateLimit());
 ui.attach.onclick = () => void attach();
 ui.detach.onclick = () => void detach();
 ui.run.onclick = () => void run();
