@@ -124,8 +124,20 @@ test('write-zeroes and discard read back zeroes, also after a reload', async ({ 
   }
 });
 
-test('a missing disk without a size is a typed not-found error', async ({ page }) => {
+test('disks are listed and deleted; a missing disk without a size is a typed not-found error', async ({ page }) => {
   const harness = await openHarness(page, 'opfs');
   expect(await harness.attempt('open', { name: 'nothing-here' })).toMatchObject({ name: 'StorageError', code: 'not-found' });
   expect(await harness.call('list')).toEqual([]);
+  await harness.call('open', { name: 'b', size: 2 * MiB });
+  await harness.call('open', { name: 'a', size: 1 * MiB });
+  await harness.call('close', { name: 'a' });
+  await harness.call('close', { name: 'b' });
+  expect(await harness.call('list')).toEqual([
+    { name: 'a', size: 1 * MiB },
+    { name: 'b', size: 2 * MiB },
+  ]);
+  await harness.call('delete', { name: 'a' });
+  expect(await harness.call('list')).toEqual([{ name: 'b', size: 2 * MiB }]);
+  expect(await harness.attempt('open', { name: 'a' })).toMatchObject({ code: 'not-found' });
+  expect(await harness.attempt('delete', { name: 'a' })).toMatchObject({ code: 'not-found' });
 });
