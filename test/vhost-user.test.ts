@@ -347,6 +347,30 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
     expect(Buffer.from(ramBytes.subarray(at(seam - 4096), at(seam + 4096)))).toEqual(Buffer.from(payload));
   });
 
+  test("the driver's writeback choice (SET_CONFIG) survives a ring restart, as QEMU keeps showing it", async () => {
+    const front = start();
+    await startQueue(front);
+    // Accept CONFIG_WCE too: without it the writeback field is read-only.
+    expect(device.writeback).toBe(true);
+    const wce = (1n << VirtioFeature.Version1) | (1n << F_PROTOCOL_FEATURES) | (1n << 9n) | (1n << 11n);
+    await front.call(Request.GetVringBase, encodeVringState({ index: 0, num: 0 }));
+    expect(await front.acked(Request.SetFeatures, encodeU64(wce))).toBe(0n);
+    const kick = addon.eventfd();
+    cleanup.push(() => addon.close(kick));
+    expect(await front.acked(Request.SetVringKick, encodeU64(0n), [kick])).toBe(0n);
+    expect(await front.acked(Request.SetVringEnable, encodeVringState({ index: 0, num: 1 }))).toBe(0n);
+    const off = { offset: BlkConfig.Writeback, size: 1, flags: 0, data: new Uint8Array([0]) };
+    expect(await front.acked(Request.SetConfig, encodeConfig(off))).toBe(0n);
+    expect(device.writeback).toBe(false);
+    // Stop and restart the ring (a driver re-probe): the device resets, the choice is replayed.
+    await front.call(Request.GetVringBase, encodeVringState({ index: 0, num: 0 }));
+    const kick2 = addon.eventfd();
+    cleanup.push(() => addon.close(kick2));
+    expect(await front.acked(Request.SetVringKick, encodeU64(0n), [kick2])).toBe(0n);
+    expect(await front.acked(Request.SetVringEnable, encodeVringState({ index: 0, num: 1 }))).toBe(0n);
+    expect(device.writeback).toBe(false);
+  });
+
   test('a read-only device answers writes with IOERR and leaves the image alone', async () => {
     const before = readFileSync(image);
     const front = start({ readOnly: true });

@@ -134,12 +134,19 @@ describe.sequential('Linux virtio_blk over vhost-user', () => {
   test('boot 2, virtio-pci after a reconnect: boot 1 is intact; more writes', async () => {
     await host.idle();
     const before = { ...device.stats };
-    // What the device's writeback setting was after each config write from the guest.
-    const writebackAfterConfigWrite: boolean[] = [];
+    // The device's writeback mode at each disk write, and how many writes
+    // had happened when the guest's config write switched it off.
+    const writebackAtWrite: boolean[] = [];
+    const writeThroughFrom: number[] = [];
     const configWritten = device.configWritten.bind(device);
     device.configWritten = (offset, length) => {
       configWritten(offset, length);
-      writebackAfterConfigWrite.push(device.writeback);
+      if (!device.writeback) writeThroughFrom.push(writebackAtWrite.length);
+    };
+    const write = backend.write.bind(backend);
+    backend.write = (offset, src) => {
+      writebackAtWrite.push(device.writeback);
+      write(offset, src);
     };
     const script = secondBootScript(notes.first, notes.second);
     const result = await boot({ assets, disk: { kind: 'vhost-user-pci', socket: socket() }, script });
@@ -154,9 +161,16 @@ describe.sequential('Linux virtio_blk over vhost-user', () => {
       expect(gone.stderr).toMatch(/File not found/);
       // "write through" reached the device as a config write (SET_CONFIG).
       expect(reported(result, 'cache-type')).toBe('write through');
-      expect(writebackAfterConfigWrite).toContain(false);
-      // After the driver was unbound and re-probed, the restarted ring reads the same disk.
-      expect(reported(result, 'reprobed-disk-sha256')).toBe(reported(result, 'disk-sha256'));
+      expect(writeThroughFrom.length).toBeGreaterThan(0);
+      // After the driver was unbound and re-probed, the restarted ring reads the same disk...
+      expect(reported(result, 'reprobed-disk-sha256')).toBe(reported(result, 'pre-reprobe-disk-sha256'));
+      // ...the guest still believes write-through (QEMU's copy of the config), so every
+      // later write must be write-through in the device too: the guest sends no FLUSH.
+      expect(reported(result, 'reprobed-cache-type')).toBe('write through');
+      const later = writebackAtWrite.slice(writeThroughFrom[0]);
+      expect(later.length).toBeGreaterThan(0);
+      expect(later.filter((writeback) => writeback)).toEqual([]);
+      expect(extract('/guest/after-reprobe.bin').length).toBe(16 * 4096);
     });
   });
 

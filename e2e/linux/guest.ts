@@ -73,8 +73,9 @@ report previous-blob1-sha256 $(dd if=/mnt/guest/blob1.bin iflag=direct bs=4k 2>/
 rm /mnt/guest/blob1.bin /mnt/guest/blob1-direct.bin
 ` +
     writeAndVerify('blob2', 3, note) +
-    UNMOUNT_AND_HASH_DISK +
-    String.raw`# The driver writes the writeback field (CONFIG_WCE): QEMU forwards it with SET_CONFIG.
+    String.raw`umount /mnt
+report pre-reprobe-disk-sha256 $(dd if=/dev/vda iflag=direct bs=1M 2>/dev/null | sum256)
+# The driver writes the writeback field (CONFIG_WCE): QEMU forwards it with SET_CONFIG.
 echo "write through" > /sys/block/vda/cache_type
 report cache-type "$(cat /sys/block/vda/cache_type)"
 # Unbind and re-probe the driver: the device is reset and its ring restarted
@@ -84,7 +85,12 @@ insmod /modules/virtio_blk.ko || fail "insmod virtio_blk"
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 report reprobed-disk-sha256 $(dd if=/dev/vda iflag=direct bs=1M 2>/dev/null | sum256)
-`
+report reprobed-cache-type "$(cat /sys/block/vda/cache_type)"
+# Writes after the re-probe, write-through as far as the guest knows (no FLUSH follows).
+mount -t ext4 -o rw /dev/vda /mnt || fail "mount rw after re-probe"
+dd if=/dev/urandom of=/mnt/guest/after-reprobe.bin bs=4k count=16 oflag=direct 2>/dev/null || fail "write after re-probe"
+` +
+    UNMOUNT_AND_HASH_DISK
   );
 }
 

@@ -137,6 +137,8 @@ export class VhostUserHost {
   #sessionEndWaiters: Array<() => void> = [];
   #idleWaiters: Array<() => void> = [];
   #settledWaiters: Array<() => void> = [];
+  /** SET_CONFIG writes of this session, replayed after each activation. */
+  #configWrites: Array<{ offset: number; data: Uint8Array }> = [];
   /** The current connection sent at least one message. */
   #sawMessage = false;
   readonly #scratch = new Uint8Array(8);
@@ -395,8 +397,11 @@ export class VhostUserHost {
         const config = device.config;
         const length = Math.min(window.size, Math.max(0, config.length - window.offset));
         if (length === 0) return false;
-        config.set(window.data.subarray(0, length), window.offset);
-        device.configWritten(window.offset, length);
+        const data = window.data.slice(0, length);
+        // One entry per offset (the latest): bounded by the config size.
+        this.#configWrites = this.#configWrites.filter((w) => w.offset !== window.offset);
+        this.#configWrites.push({ offset: window.offset, data });
+        this.#applyConfigWrite(window.offset, data);
         return true;
       }
       default:
@@ -404,6 +409,11 @@ export class VhostUserHost {
         this.#log(`unsupported request ${requestName[request] ?? request}`);
         return false;
     }
+  }
+
+  #applyConfigWrite(offset: number, data: Uint8Array): void {
+    this.#device.config.set(data, offset);
+    this.#device.configWritten(offset, data.length);
   }
 
   #ring(index: number): Ring {
@@ -550,6 +560,12 @@ export class VhostUserHost {
     };
     this.#device.activate(context);
     this.#active = true;
+    // QEMU answers the guest's config reads from its own copy, which keeps
+    // what the driver last wrote (the writeback field) across a device reset,
+    // while activate() restores the device's defaults. Replay the session's
+    // config writes so the device does what the guest was told: a guest
+    // that sees write-through after re-probing sends no FLUSH.
+    for (const { offset, data } of this.#configWrites) this.#applyConfigWrite(offset, data);
     this.#log(`device active on queue(s) ${built.join(', ')}`);
     // Chains may already be waiting (a restart resumes at SET_VRING_BASE).
     for (const i of built) this.#device.processQueue(i);
@@ -658,6 +674,7 @@ export class VhostUserHost {
     this.#features = 0n;
     this.#protocolFeatures = 0n;
     this.#protocolAcked = false;
+    this.#configWrites = [];
     this.#regions = [];
     this.#memory = null;
     if (this.#sawMessage) for (const wake of this.#sessionEndWaiters.splice(0)) wake();
