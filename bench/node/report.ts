@@ -1,0 +1,188 @@
+// The benchmark's results: their shape (written as JSON) and the plain-text
+// report printed at the end, with the issue's targets beside the figures.
+
+import type { LatencySummary, WorkloadResult } from '../harness/protocol.ts';
+import type { ProfileEntry } from './cdp.ts';
+import type { Timing } from './plan.ts';
+import { formatTable, num, type Cell } from './table.ts';
+
+export interface DeviceRow {
+  backend: string;
+  workload: string;
+  op: string;
+  blockBytes: number;
+  queueDepth: number;
+  device: WorkloadResult & {
+    notifications: number;
+    interrupts: number;
+    deviceCompleted: number;
+    /** CPU time of the device worker's thread per request (µs), from /proc schedstat. */
+    deviceCpuUsPerRequest: number | null;
+    vcpuCpuUsPerRequest: number | null;
+  };
+  /** The raw storage API, one request at a time. */
+  raw: WorkloadResult | null;
+  /** device IOPS / raw IOPS. */
+  ratio: number | null;
+}
+
+export interface LatencyRow {
+  backend: string;
+  workload: string;
+  device: LatencySummary;
+  raw: LatencySummary;
+  atomics: LatencySummary;
+}
+
+export interface LimiterRow {
+  label: string;
+  workload: string;
+  unit: 'IOPS' | 'B/s';
+  configured: number;
+  measured: number;
+  /** measured / configured − 1. */
+  error: number;
+  seconds: number;
+  iops: number;
+  bytesPerSecond: number;
+}
+
+export interface BenchReport {
+  date: string;
+  runId: string;
+  quick: boolean;
+  timing: Timing;
+  host: {
+    cpus: number;
+    cpuModel: string;
+    loadAverageAtStart: number[];
+    loadAverageAtEnd?: number[];
+    userAgent: string;
+    crossOriginIsolated: boolean;
+  };
+  device: DeviceRow[];
+  latency: LatencyRow[];
+  memory: { backend: string; workload: string; requests: number; usedBytes: number[]; method: string } | null;
+  limiter: LimiterRow[];
+  profile: { backend: string; workload: string; iopsWhileProfiling: number; device: ProfileEntry[]; vcpu: ProfileEntry[] } | null;
+  linux: { ran: true; table: string } | { ran: false; note: string } | null;
+  seconds: number;
+}
+
+const MiB = 1024 * 1024;
+
+function mbps(r: WorkloadResult | null): string {
+  return r ? num(r.bytesPerSecond / MiB, 0) : '—';
+}
+
+interface Target {
+  what: string;
+  goal: string;
+  value: number | null;
+  shown: string;
+  met: boolean | null;
+}
+
+function targets(rows: DeviceRow[]): Target[] {
+  const find = (workload: string, qd: number) => rows.find((r) => r.backend === 'OPFS' && r.workload === workload && r.queueDepth === qd);
+  const out: Target[] = [];
+  const rr = find('4K randread', 32);
+  out.push({
+    what: 'OPFS 4K randread QD32, device IOPS',
+    goal: '≥ 100,000',
+    value: rr?.device.iops ?? null,
+    shown: num(rr?.device.iops),
+    met: rr ? rr.device.iops >= 100_000 : null,
+  });
+  for (const [w, qd, goal] of [
+    ['4K randread', 32, 0.5],
+    ['4K randwrite', 32, 0.5],
+    ['1M seqread', 8, 0.8],
+    ['1M seqwrite', 8, 0.8],
+    ['1M seqread', 1, 0.8],
+    ['1M seqwrite', 1, 0.8],
+  ] as const) {
+    const r = find(w, qd);
+    out.push({
+      what: `OPFS ${w} QD${qd}, device / raw`,
+      goal: `≥ ${goal}`,
+      value: r?.ratio ?? null,
+      shown: num(r?.ratio, 2),
+      met: r?.ratio != null ? r.ratio >= goal : null,
+    });
+  }
+  return out;
+}
+
+export function report(out: BenchReport): string {
+  const parts: string[] = [];
+  const load = out.host.loadAverageAtStart.map((l) => l.toFixed(1)).join(' ');
+  parts.push(
+    `virtio-blk-web benchmark — ${out.date}${out.quick ? ' (--quick)' : ''}`,
+    `${out.host.cpus} × ${out.host.cpuModel}; load average at start ${load}; ${out.host.userAgent.match(/Chrome\/[\d.]+/)?.[0] ?? ''}`,
+    `each row: ${out.timing.durationMs} ms measured after ${out.timing.warmupMs} ms warm-up, best of ${out.timing.rounds}; raw = the storage API alone, one request at a time`,
+  );
+  if (out.device.length > 0) {
+    const header = ['backend', 'workload', 'QD', 'device IOPS', 'MiB/s', 'raw IOPS', 'MiB/s', 'dev/raw', 'dev CPU µs/req', 'vCPU CPU µs/req', 'IRQs/req'];
+    const rows: Cell[][] = out.device.map((r) => [
+      r.backend,
+      r.workload,
+      r.queueDepth,
+      num(r.device.iops),
+      mbps(r.device),
+      num(r.raw?.iops),
+      mbps(r.raw),
+      num(r.ratio, 2),
+      num(r.device.deviceCpuUsPerRequest, 2),
+      num(r.device.vcpuCpuUsPerRequest, 2),
+      num(r.device.deviceCompleted > 0 ? r.device.interrupts / r.device.deviceCompleted : null, 2),
+    ]);
+    parts.push('', 'Throughput: guest driver (vCPU worker) → device worker → storage → used ring → IRQ', formatTable(header, rows));
+    parts.push('', 'Targets', formatTable(['target', 'goal', 'measured', ''], targets(out.device).map((t) => [t.what, t.goal, t.shown, t.met === null ? 'not measured' : t.met ? 'met' : 'SHORT'])));
+  }
+  if (out.latency.length > 0) {
+    const header = ['backend', 'workload', 'device median µs', 'p99', 'mean', 'raw median µs', 'p99', 'Atomics RT median µs', 'p99', 'mean'];
+    const rows: Cell[][] = out.latency.map((l) => [
+      l.backend,
+      l.workload,
+      num(l.device.medianUs, 1),
+      num(l.device.p99Us, 1),
+      num(l.device.meanUs, 1),
+      num(l.raw.medianUs, 1),
+      num(l.raw.p99Us, 1),
+      num(l.atomics.medianUs, 1),
+      num(l.atomics.p99Us, 1),
+      num(l.atomics.meanUs, 1),
+    ]);
+    parts.push('', 'QD1 notify-to-completion latency vs the bare Atomics notify → wait round trip between two workers (performance.now in isolated workers: 5 µs steps)', formatTable(header, rows));
+  }
+  if (out.memory) {
+    const m = out.memory;
+    const used = m.usedBytes.map((b) => num(b / 1024, 0)).join(' → ');
+    const growth = m.usedBytes.length > 1 ? m.usedBytes[m.usedBytes.length - 1]! - m.usedBytes[0]! : 0;
+    parts.push('', `Device worker JS heap after GC over ${num(m.requests)} requests (${m.backend} ${m.workload}): ${used} KiB (${growth >= 0 ? '+' : ''}${num(growth / 1024, 1)} KiB)`);
+  }
+  if (out.limiter.length > 0) {
+    const header = ['limit (memory backend, worker host)', 'workload', 'configured', 'measured', 'error', 'IOPS', 'MiB/s'];
+    const rows: Cell[][] = out.limiter.map((l) => [
+      l.label,
+      l.workload,
+      l.unit === 'IOPS' ? `${num(l.configured)} IOPS` : `${num(l.configured / MiB, 2)} MiB/s`,
+      l.unit === 'IOPS' ? `${num(l.measured, 1)} IOPS` : `${num(l.measured / MiB, 2)} MiB/s`,
+      `${l.error >= 0 ? '+' : ''}${(l.error * 100).toFixed(2)}%`,
+      num(l.iops),
+      num(l.bytesPerSecond / MiB, 1),
+    ]);
+    parts.push('', `Rate limiter accuracy over ${num(out.timing.limiterMs / 1000, 0)} s (target ±2%, reported, not asserted)`, formatTable(header, rows));
+  }
+  if (out.profile) {
+    const p = out.profile;
+    const table = (entries: ProfileEntry[]) => formatTable(['self time', 'share', 'function'], entries.slice(0, 10).map((e) => [num(e.selfMs, 1), `${(e.share * 100).toFixed(1)}%`, e.name]));
+    parts.push('', `CPU profile, ${p.backend} ${p.workload} (${num(p.iopsWhileProfiling)} IOPS while profiling): device worker`, table(p.device));
+    parts.push('', 'vCPU worker', table(p.vcpu));
+  }
+  if (out.linux) {
+    parts.push('', out.linux.ran ? out.linux.table : `Linux guest section: skipped (${out.linux.note})`);
+  }
+  return parts.join('\n');
+}

@@ -1,0 +1,300 @@
+// `npm run bench`: the device against the raw storage, in headless Chromium.
+//
+// For each backend, every workload runs through the whole path — the vCPU
+// worker's driver → doorbell → device worker → storage → used ring → IRQ
+// word → vCPU — and, alternating with it in the same run, straight against
+// the storage API (harness/raw-worker.ts). The device/raw ratio is the
+// headline: both sides share the machine's state at that moment, which
+// matters on a 2-core machine that other work may be using.
+//
+// Also measured: QD1 latency against the bare Atomics round trip, CPU time
+// per request of the device and vCPU worker threads (Linux /proc schedstat),
+// the device worker's JS heap over many requests (CDP), the rate limiter's
+// accuracy through the worker host, and a CPU profile of the device worker
+// on the OPFS 4 KiB QD32 row. Then the Linux guest section (e2e/linux/bench.ts)
+// when it exists. Nothing here asserts: it prints and writes JSON.
+//
+//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,linux]
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { Page } from 'playwright';
+import { type LatencySummary, type WorkloadResult } from './harness/protocol.ts';
+import { callPage, openBenchBrowser } from './node/browser.ts';
+import { heapAfterGc, inspectWorkers, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
+import { FULL, LIMITER_CASES, QUICK, WORKLOADS, backends, spec, type BackendCase, type Timing } from './node/plan.ts';
+import { report, type BenchReport, type DeviceRow, type LatencyRow } from './node/report.ts';
+import { canReadThreads, chromiumPids, cpuNs, newThreads, workerThreads, type ThreadRef } from './node/threads.ts';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const SECTIONS = ['device', 'latency', 'memory', 'limiter', 'profile', 'linux'] as const;
+type Section = (typeof SECTIONS)[number];
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    'no-linux': { type: 'boolean', default: false },
+    only: { type: 'string' },
+  },
+});
+const timing: Timing = values.quick ? QUICK : FULL;
+const only = new Set((values.only?.split(',') ?? SECTIONS).map((s) => s.trim()) as Section[]);
+if (values['no-linux'] || values.quick) only.delete('linux');
+
+type DeviceResult = WorkloadResult & { deviceCompleted: number; notifications: number; interrupts: number };
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+/** Threads whose CPU time we read: the device worker's and the vCPU's. */
+interface Threads {
+  device: ThreadRef | null;
+  vcpu: ThreadRef | null;
+}
+
+async function openDisk(page: Page, profileDir: string, c: BackendCase, limiter?: unknown): Promise<ThreadRef | null> {
+  const pids = canReadThreads ? chromiumPids(profileDir) : [];
+  const before = workerThreads(pids);
+  await callPage(page, 'openDisk', { backend: c.device, limiter });
+  const fresh = newThreads(before, workerThreads(canReadThreads ? chromiumPids(profileDir) : []));
+  return fresh.length === 1 ? fresh[0]! : null;
+}
+
+/** Run one device workload, with the CPU the two threads used over it. */
+async function deviceRun(page: Page, threads: Threads, s: ReturnType<typeof spec>) {
+  const d0 = threads.device ? cpuNs(threads.device) : null;
+  const v0 = threads.vcpu ? cpuNs(threads.vcpu) : null;
+  const r = await callPage<DeviceResult>(page, 'device', s);
+  const d1 = threads.device ? cpuNs(threads.device) : null;
+  const v1 = threads.vcpu ? cpuNs(threads.vcpu) : null;
+  const perReq = (a: number | null, b: number | null) => (a !== null && b !== null && r.deviceCompleted > 0 ? (b - a) / 1000 / r.deviceCompleted : null);
+  return { ...r, deviceCpuUsPerRequest: perReq(d0, d1), vcpuCpuUsPerRequest: perReq(v0, v1) };
+}
+
+/** The vCPU's thread: of the workers the page started, the one busiest during a device run. */
+async function findVcpuThread(page: Page, candidates: ThreadRef[], probe: ReturnType<typeof spec>): Promise<ThreadRef | null> {
+  const before = candidates.map((t) => cpuNs(t) ?? 0);
+  await callPage(page, 'device', probe);
+  let best: ThreadRef | null = null;
+  let most = -1;
+  candidates.forEach((t, i) => {
+    const used = (cpuNs(t) ?? 0) - before[i]!;
+    if (used > most) [best, most] = [t, used];
+  });
+  return best;
+}
+
+async function deviceSection(page: Page, profileDir: string, pageWorkers: ThreadRef[], out: BenchReport): Promise<void> {
+  for (const c of backends(timing, out.runId)) {
+    if (c.fill === 'files' && c.device.kind === 'opfs' && c.raw.kind === 'opfs') {
+      log(`${c.label}: writing ${timing.diskBytes >> 20} MiB into each disk file`);
+      await callPage(page, 'prepareOpfs', c.device);
+      await callPage(page, 'prepareOpfs', c.raw);
+    }
+    const threads: Threads = { device: await openDisk(page, profileDir, c), vcpu: null };
+    if (c.fill === 'device') {
+      log(`${c.label}: writing ${timing.diskBytes >> 20} MiB through the device`);
+      const seqWrite = WORKLOADS.find((w) => w.name === '1M seqwrite' && w.queueDepth === 8)!;
+      await callPage(page, 'device', spec(seqWrite, timing, { warmupMs: 0, durationMs: 600_000, maxRequests: timing.diskBytes / seqWrite.blockBytes }));
+    }
+    if (canReadThreads && pageWorkers.length > 0) {
+      threads.vcpu = await findVcpuThread(page, pageWorkers, spec(WORKLOADS[0]!, { ...timing, warmupMs: 0, durationMs: 100 }));
+    }
+    await callPage(page, 'rawOpen', c.raw);
+    const best = new Map<string, DeviceRow>();
+    const rawBest = new Map<string, WorkloadResult>();
+    for (let round = 0; round < timing.rounds; round++) {
+      const rawDone = new Set<string>();
+      for (const w of WORKLOADS) {
+        const key = `${w.name} QD${w.queueDepth}`;
+        const s = spec(w, timing, { seed: round + 1 });
+        const dev = await deviceRun(page, threads, s);
+        const rawKey = w.name;
+        if (!rawDone.has(rawKey)) {
+          rawDone.add(rawKey);
+          const raw = await callPage<WorkloadResult>(page, 'raw', { ...s, queueDepth: 1 });
+          if ((rawBest.get(rawKey)?.iops ?? 0) < raw.iops) rawBest.set(rawKey, raw);
+        }
+        const prev = best.get(key);
+        if (!prev || prev.device.iops < dev.iops) {
+          best.set(key, {
+            backend: c.label,
+            workload: w.name,
+            op: w.op,
+            blockBytes: w.blockBytes,
+            queueDepth: w.queueDepth,
+            device: dev,
+            raw: null,
+            ratio: null,
+          });
+        }
+        log(`${c.label} ${key}: device ${Math.round(dev.iops)} IOPS (${dev.deviceCpuUsPerRequest?.toFixed(2) ?? '?'} µs CPU/req in the device worker)`);
+      }
+    }
+    for (const row of best.values()) {
+      row.raw = rawBest.get(row.workload) ?? null;
+      row.ratio = row.raw ? row.device.iops / row.raw.iops : null;
+      out.device.push(row);
+    }
+    if (only.has('latency')) out.latency.push(await latencyFor(page, c));
+    if (only.has('memory') && c.label === 'OPFS') out.memory = await memoryGrowth(page, c);
+    if (only.has('profile') && c.label === 'OPFS') out.profile = await profile(page, c);
+    await callPage(page, 'rawClose');
+    await callPage(page, 'closeDisk');
+    if (c.device.kind === 'opfs' && c.raw.kind === 'opfs') {
+      await callPage(page, 'removeOpfs', c.device);
+      await callPage(page, 'removeOpfs', c.raw);
+    }
+  }
+}
+
+let inspector: WorkerInspector | null = null;
+
+async function latencyFor(page: Page, c: BackendCase): Promise<LatencyRow> {
+  const w = WORKLOADS.find((x) => x.name === '4K randread' && x.queueDepth === 1)!;
+  const s = spec(w, { ...timing, durationMs: timing.latencyMs }, { recordLatency: true, maxRequests: 200_000, seed: 9 });
+  const device = await callPage<WorkloadResult>(page, 'device', s);
+  const raw = await callPage<WorkloadResult>(page, 'raw', s);
+  const atomics = await callPage<LatencySummary>(page, 'atomicsRoundTrip', { rounds: timing.atomicsRounds });
+  log(`${c.label} QD1 latency: device median ${device.latency?.medianUs.toFixed(1)} µs, Atomics round trip ${atomics.medianUs.toFixed(1)} µs`);
+  return { backend: c.label, workload: '4K randread QD1', device: device.latency!, raw: raw.latency!, atomics };
+}
+
+async function memoryGrowth(page: Page, c: BackendCase): Promise<BenchReport['memory']> {
+  const worker = await inspector!.worker('virtio-blk device');
+  const w = WORKLOADS.find((x) => x.name === '4K randread' && x.queueDepth === 32)!;
+  const half = Math.floor(timing.memoryRequests / 2);
+  const s = spec(w, { ...timing, durationMs: 600_000 }, { maxRequests: half, warmupMs: 0, seed: 11 });
+  const heap = [await heapAfterGc(worker)];
+  let requests = 0;
+  for (let i = 0; i < 2; i++) {
+    const r = await callPage<DeviceResult>(page, 'device', s);
+    requests += r.deviceCompleted;
+    heap.push(await heapAfterGc(worker));
+  }
+  log(`${c.label} device worker heap: ${heap.map((h) => h.usedBytes).join(' → ')} bytes over ${requests} requests`);
+  return {
+    backend: c.label,
+    workload: '4K randread QD32',
+    requests,
+    usedBytes: heap.map((h) => h.usedBytes),
+    method: 'CDP HeapProfiler.collectGarbage + Runtime.getHeapUsage on the device worker target',
+  };
+}
+
+async function profile(page: Page, c: BackendCase): Promise<BenchReport['profile']> {
+  const device = await inspector!.worker('virtio-blk device');
+  const vcpu = await inspector!.worker('bench vcpu');
+  const w = WORKLOADS.find((x) => x.name === '4K randread' && x.queueDepth === 32)!;
+  const s = spec(w, { ...timing, durationMs: timing.profileMs }, { seed: 13 });
+  let vcpuProfile: ProfileEntry[] = [];
+  let result: DeviceResult | null = null;
+  const deviceProfile = await profileWorker(device, async () => {
+    vcpuProfile = await profileWorker(vcpu, async () => {
+      result = await callPage<DeviceResult>(page, 'device', s);
+    });
+  });
+  const top = (p: ProfileEntry[]) => p.slice(0, 15);
+  return {
+    backend: c.label,
+    workload: '4K randread QD32',
+    iopsWhileProfiling: (result as DeviceResult | null)?.iops ?? 0,
+    device: top(deviceProfile),
+    vcpu: top(vcpuProfile),
+  };
+}
+
+async function limiterSection(page: Page, profileDir: string, out: BenchReport): Promise<void> {
+  const c = backends(timing, out.runId).find((b) => b.device.kind === 'memory')!;
+  for (const l of LIMITER_CASES) {
+    await openDisk(page, profileDir, c, l.limiter);
+    const r = await callPage<DeviceResult>(page, 'device', spec(l.workload, { ...timing, warmupMs: 500, durationMs: timing.limiterMs }));
+    await callPage(page, 'closeDisk');
+    const configured = l.expect.iops ?? l.expect.bytesPerSecond!;
+    const measured = l.expect.iops !== undefined ? r.iops : r.bytesPerSecond;
+    out.limiter.push({
+      label: l.label,
+      workload: `${l.workload.name} QD${l.workload.queueDepth}`,
+      unit: l.expect.iops !== undefined ? 'IOPS' : 'B/s',
+      configured,
+      measured,
+      error: measured / configured - 1,
+      seconds: r.seconds,
+      iops: r.iops,
+      bytesPerSecond: r.bytesPerSecond,
+    });
+    log(`limiter ${l.label}: ${measured.toFixed(0)} vs ${configured} (${((measured / configured - 1) * 100).toFixed(2)} %)`);
+  }
+}
+
+function linuxSection(out: BenchReport): void {
+  const script = join(root, 'e2e', 'linux', 'bench.ts');
+  if (!existsSync(script)) {
+    out.linux = { ran: false, note: 'e2e/linux/bench.ts does not exist' };
+    return;
+  }
+  log('Linux guest section: e2e/linux/bench.ts (QEMU, may take minutes)');
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script], { cwd: root, encoding: 'utf8', timeout: 15 * 60_000 });
+  out.linux = r.status === 0
+    ? { ran: true, table: r.stdout.trim() }
+    : { ran: false, note: `e2e/linux/bench.ts failed (status ${r.status}): ${(r.stderr || String(r.error ?? '')).trim().split('\n').slice(-3).join(' / ')}` };
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const runId = new Date(started).toISOString().replace(/[:.]/g, '-');
+  const out: BenchReport = {
+    date: new Date(started).toISOString(),
+    runId,
+    quick: values.quick,
+    timing,
+    host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadAverageAtStart: loadavg(), userAgent: '', crossOriginIsolated: false },
+    device: [],
+    latency: [],
+    memory: null,
+    limiter: [],
+    profile: null,
+    linux: null,
+    seconds: 0,
+  };
+  const browser = await openBenchBrowser(root);
+  try {
+    const page = browser.page;
+    const pidsBefore = canReadThreads ? chromiumPids(browser.profileDir) : [];
+    const workersBefore = workerThreads(pidsBefore);
+    await page.goto('/bench/harness/bench.html');
+    await page.waitForFunction(() => document.body.dataset.ready === 'true', null, { timeout: 120_000 });
+    const pageWorkers = canReadThreads ? newThreads(workersBefore, workerThreads(chromiumPids(browser.profileDir))) : [];
+    const info = await callPage<{ crossOriginIsolated: boolean; userAgent: string }>(page, 'info');
+    out.host.userAgent = info.userAgent;
+    out.host.crossOriginIsolated = info.crossOriginIsolated;
+    if (!info.crossOriginIsolated) throw new Error('the benchmark page is not cross-origin isolated (COOP/COEP missing)');
+    inspector = await inspectWorkers(browser.context, page);
+    if (only.has('device')) await deviceSection(page, browser.profileDir, pageWorkers, out);
+    if (only.has('limiter')) await limiterSection(page, browser.profileDir, out);
+  } finally {
+    await inspector?.close();
+    await browser.close();
+  }
+  if (only.has('linux')) linuxSection(out);
+  out.seconds = (Date.now() - started) / 1000;
+  out.host.loadAverageAtEnd = loadavg();
+  const text = report(out);
+  process.stdout.write(`${text}\n`);
+  const dir = join(root, 'bench', 'results');
+  mkdirSync(dir, { recursive: true });
+  const json = `${JSON.stringify(out, null, 2)}\n`;
+  writeFileSync(join(dir, `${runId}.json`), json);
+  writeFileSync(join(dir, 'latest.json'), json);
+  log(`wrote bench/results/${runId}.json and bench/results/latest.json (${out.seconds.toFixed(0)} s)`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+});
