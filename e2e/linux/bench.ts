@@ -10,7 +10,10 @@
 // enough data to run for a good fraction of a second. Each configuration runs
 // `--rounds` times, alternating; the best round per case is kept.
 //
-//   npx tsx e2e/linux/bench.ts [--rounds N]
+//   npx tsx e2e/linux/bench.ts [--rounds N] [--quick]
+//
+// --quick: one round, a quarter of the data (a smoke run, noisier numbers).
+// Unknown flags are ignored (scripts/bench.mjs passes its own through).
 //
 // Prints a table and writes bench/results/linux.json.
 
@@ -31,11 +34,17 @@ interface Case {
 }
 
 const MiB = 1 << 20;
+const { values: flags } = parseArgs({
+  options: { rounds: { type: 'string', default: '2' }, quick: { type: 'boolean', default: false } },
+  strict: false,
+});
+const QUICK = flags.quick === true;
+const scale = QUICK ? 4 : 1;
 const CASES: Case[] = [
-  { name: 'write 1 MiB', blockBytes: MiB, count: 512, write: true },
-  { name: 'read 1 MiB', blockBytes: MiB, count: 512, write: false },
-  { name: 'write 4 KiB', blockBytes: 4096, count: 8192, write: true },
-  { name: 'read 4 KiB', blockBytes: 4096, count: 8192, write: false },
+  { name: 'write 1 MiB', blockBytes: MiB, count: 512 / scale, write: true },
+  { name: 'read 1 MiB', blockBytes: MiB, count: 512 / scale, write: false },
+  { name: 'write 4 KiB', blockBytes: 4096, count: 8192 / scale, write: true },
+  { name: 'read 4 KiB', blockBytes: 4096, count: 8192 / scale, write: false },
 ];
 const IMAGE_BYTES = 512 * MiB;
 
@@ -129,8 +138,7 @@ function qemuVersion(qemu: string): string {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { rounds: { type: 'string', default: '2' } } });
-  const rounds = Math.max(1, Number(values.rounds) || 2);
+  const rounds = QUICK ? 1 : Math.max(1, Number(flags.rounds) || 2);
   const assets = provision();
   const work = mkdtempSync(join(tmpdir(), 'vbw-bench-'));
   const image = join(work, 'bench.img');
@@ -192,6 +200,7 @@ async function main(): Promise<void> {
     kernel: assets.kernelVersion,
     qemu: qemuVersion(assets.qemu),
     rounds,
+    quick: QUICK,
     imageBytes: IMAGE_BYTES,
     note: 'ratio = QEMU time / our time: above 1 means the project device is faster',
     rows,
