@@ -36,6 +36,7 @@ export default defineConfig({
       ? `E2E_BUILD_HARNESS=1 ${vite} build && ${vite} preview --port ${port}`
       : `${vite} --port ${port}`,
     url: `http://127.0.0.1:${port}/`,
+    env: { E2E_NO_HMR: '1' },
     reuseExistingServer: !process.env.CI,
     timeout: 180_000,
   },

@@ -43,7 +43,13 @@ function buildInputs(): Record<string, string> {
 
 export default defineConfig({
   plugins: [crossOriginIsolation()],
-  server: { host: '127.0.0.1', strictPort: true },
+  server: {
+    host: '127.0.0.1',
+    strictPort: true,
+    // Under test, an edit elsewhere in the tree must not reload a page in
+    // the middle of a test (no hot-update client, no file watching).
+    ...(process.env.E2E_NO_HMR ? { hmr: false, watch: null } : {}),
+  },
   preview: { host: '127.0.0.1', strictPort: true },
   // The device worker and the guest (vCPU) worker are ES modules.
   worker: { format: 'es' },

@@ -141,3 +141,13 @@ test('disks are listed and deleted; a missing disk without a size is a typed not
   expect(await harness.attempt('open', { name: 'a' })).toMatchObject({ code: 'not-found' });
   expect(await harness.attempt('delete', { name: 'a' })).toMatchObject({ code: 'not-found' });
 });
+
+test('a disk larger than the quota is a typed quota-exceeded error and leaves nothing behind', async ({ page }) => {
+  const harness = await openHarness(page, 'opfs');
+  // Chromium grants an origin its usage plus about 10 GiB (DESIGN.md).
+  const error = await harness.attempt('open', { name: 'too-big', size: 256 * GiB });
+  expect(error).toMatchObject({ name: 'StorageError', code: 'quota-exceeded' });
+  expect(await harness.call('list')).toEqual([]);
+  // The quota error left no lock behind either: the name is free again.
+  await harness.call('open', { name: 'too-big', size: MiB });
+});

@@ -103,9 +103,11 @@ export class OpfsBackend implements BlockBackend {
     }
     const lock = await acquireLock(opfsLockName(name, directory), readOnly ? 'shared' : 'exclusive', path);
     let handle: FileSystemSyncAccessHandle | undefined;
+    let createdHere = false;
     try {
       const create = size !== undefined && !readOnly;
       const file = await openFile(directory, name, create, path);
+      createdHere = file.created;
       try {
         handle = await (file as unknown as FileHandleWithModes).createSyncAccessHandle(
           readOnly ? { mode: 'read-only' } : undefined,
@@ -124,6 +126,9 @@ export class OpfsBackend implements BlockBackend {
       } catch {
         // Already failing: the original error is the one worth reporting.
       }
+      // A disk we created but could not size (quota) must not stay behind
+      // as an empty disk that later opens "as it is".
+      if (createdHere) await removeQuietly(directory, name);
       lock?.release();
       await lock?.released;
       throw err instanceof StorageError || err instanceof RangeError ? err : toStorageError(err, `OPFS disk "${path}"`);
@@ -281,6 +286,14 @@ export async function deleteOpfsDisk(name: string, directory = ''): Promise<void
   } finally {
     lock?.release();
     await lock?.released;
+  }
+}
+
+async function removeQuietly(directory: string, name: string): Promise<void> {
+  try {
+    await (await directoryHandle(directory, false)).removeEntry(name);
+  } catch {
+    // Best effort: the caller is reporting the error that brought it here.
   }
 }
 
