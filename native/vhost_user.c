@@ -156,16 +156,23 @@ static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   return 1;
 }
 
-// recvmsg(fd, buf): { bytes, fds } — bytes 0 at end of stream. Blocks until
-// some data arrives; fds passed with SCM_RIGHTS come back close-on-exec.
+// recvmsg(fd, buf, dontWait?): { bytes, fds } — bytes 0 at end of stream,
+// −1 when dontWait is set and nothing is there yet (EAGAIN). Otherwise blocks
+// until some data arrives. fds passed with SCM_RIGHTS come back close-on-exec.
 static napi_value RecvMsg(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   int32_t fd;
   uint8_t *data;
   size_t len;
-  if (!get_args(env, info, 2, argv) || !get_int(env, argv[0], &fd) || !get_bytes(env, argv[1], &data, &len)) {
+  bool dont_wait = false;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) {
+    napi_throw_type_error(env, NULL, "too few arguments");
     return NULL;
   }
+  if (!get_int(env, argv[0], &fd) || !get_bytes(env, argv[1], &data, &len)) return NULL;
+  if (argc > 2) napi_get_value_bool(env, argv[2], &dont_wait);
   struct iovec iov = {.iov_base = data, .iov_len = len};
   union {
     char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
@@ -177,9 +184,10 @@ static napi_value RecvMsg(napi_env env, napi_callback_info info) {
   msg.msg_control = control.buf;
   msg.msg_controllen = sizeof control.buf;
   ssize_t n;
-  do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+  do n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC | (dont_wait ? MSG_DONTWAIT : 0));
   while (n < 0 && errno == EINTR);
-  if (n < 0) return throw_errno(env, "recvmsg", errno);
+  if (n < 0 && !(dont_wait && (errno == EAGAIN || errno == EWOULDBLOCK))) return throw_errno(env, "recvmsg", errno);
+  if (n < 0) msg.msg_controllen = 0;
 
   napi_value result, fds;
   CHECK(napi_create_object(env, &result));

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** What recvmsg returns: bytes read (0 = peer closed) and fds passed with them. */
+/** What recvmsg returns: bytes read (0 = peer closed, −1 = nothing yet) and fds passed with them. */
 export interface Received {
   bytes: number;
   fds: number[];
@@ -27,7 +27,8 @@ export interface VhostUserAddon {
   listen(path: string): number;
   accept(fd: number): number;
   connect(path: string): number;
-  recvmsg(fd: number, buf: Uint8Array): Received;
+  /** Blocks until data arrives, unless `dontWait`: then bytes is −1 when nothing is there. */
+  recvmsg(fd: number, buf: Uint8Array, dontWait?: boolean): Received;
   sendmsg(fd: number, buf: Uint8Array, fds?: number[]): number;
   /** Map [offset, offset + length) of fd shared; the range starts `delta` bytes into `buffer`. */
   mmap(fd: number, offset: number, length: number): { buffer: ArrayBuffer; delta: number };

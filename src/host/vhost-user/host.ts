@@ -137,6 +137,8 @@ export class VhostUserHost {
   #sessionEndWaiters: Array<() => void> = [];
   #idleWaiters: Array<() => void> = [];
   #settledWaiters: Array<() => void> = [];
+  /** A message being received. */
+  #rx = newReceiveState();
   /** SET_CONFIG writes of this session, replayed after each activation. */
   #configWrites: Array<{ offset: number; data: Uint8Array }> = [];
   /** The current connection sent at least one message. */
@@ -215,52 +217,61 @@ export class VhostUserHost {
       return;
     }
     this.#connFd = fd;
+    // Replies are sent blocking (they are small and QEMU waits for them);
+    // reads never block (recvmsg with MSG_DONTWAIT).
     this.#addon.setBlocking(fd, true);
-    this.#connWatcher = this.#addon.watch(fd, () => this.#readMessage());
+    this.#connWatcher = this.#addon.watch(fd, () => this.#readMessages());
     this.#log('front-end connected');
     for (const wake of this.#connectionWaiters.splice(0)) wake();
   }
 
-  /** Read one whole message (the socket is readable) and queue its handling. */
-  #readMessage(): void {
+  /**
+   * Read whatever the socket holds without blocking, and queue every message
+   * completed by it. A message may arrive in pieces; the parts read so far
+   * wait in `#rx` for the next readable event.
+   */
+  #readMessages(): void {
     const fd = this.#connFd;
     if (fd === null) return;
-    const header = new Uint8Array(HEADER_SIZE);
-    const fds: number[] = [];
     try {
-      if (!this.#recvAll(fd, header, fds)) {
-        this.#endConnection('front-end closed the connection');
-        return;
+      for (;;) {
+        const rx = this.#rx;
+        const target = rx.payload ? rx.payload.subarray(rx.payloadFill) : rx.header.subarray(rx.headerFill);
+        if (target.length > 0) {
+          const got = this.#addon.recvmsg(fd, target, true);
+          if (got.bytes < 0) return; // drained: wait for the next readable event
+          rx.fds.push(...got.fds);
+          if (got.fdsTruncated) throw new ProtocolError('too many fds in one message');
+          if (got.bytes === 0) {
+            this.#endConnection(rx.headerFill > 0 ? 'front-end closed the connection mid-message' : 'front-end closed the connection');
+            return;
+          }
+          if (rx.payload) rx.payloadFill += got.bytes;
+          else rx.headerFill += got.bytes;
+        }
+        if (!rx.payload) {
+          if (rx.headerFill < HEADER_SIZE) continue;
+          const { request, flags, size } = decodeHeader(rx.header);
+          if ((flags & HeaderFlag.VersionMask) !== HeaderFlag.Version || size > MAX_PAYLOAD) {
+            throw new ProtocolError(`bad header: request ${request}, flags 0x${flags.toString(16)}, size ${size}`);
+          }
+          rx.payload = new Uint8Array(size);
+          rx.payloadFill = 0;
+        }
+        if (rx.payloadFill < rx.payload.length) continue;
+        const { request, flags } = decodeHeader(rx.header);
+        const payload = rx.payload;
+        const fds = rx.fds;
+        this.#rx = newReceiveState();
+        this.#sawMessage = true;
+        this.#enqueue(() => this.#handle(request, flags, payload, fds));
       }
-      const { request, flags, size } = decodeHeader(header);
-      if ((flags & HeaderFlag.VersionMask) !== HeaderFlag.Version || size > MAX_PAYLOAD) {
-        throw new ProtocolError(`bad header: request ${request}, flags 0x${flags.toString(16)}, size ${size}`);
-      }
-      const payload = new Uint8Array(size);
-      if (size > 0 && !this.#recvAll(fd, payload, fds)) {
-        this.#endConnection('front-end closed the connection mid-message');
-        return;
-      }
-      this.#sawMessage = true;
-      this.#enqueue(() => this.#handle(request, flags, payload, fds));
     } catch (err) {
-      for (const extra of fds) this.#addon.close(extra);
+      for (const extra of this.#rx.fds) this.#addon.close(extra);
+      this.#rx = newReceiveState();
       this.#log(`protocol error: ${(err as Error).message}`);
       this.#endConnection('protocol error');
     }
-  }
-
-  /** Fill `buf` from the socket, collecting fds; false at end of stream. */
-  #recvAll(fd: number, buf: Uint8Array, fds: number[]): boolean {
-    let done = 0;
-    while (done < buf.length) {
-      const got = this.#addon.recvmsg(fd, buf.subarray(done));
-      fds.push(...got.fds);
-      if (got.fdsTruncated) throw new ProtocolError('too many fds in one message');
-      if (got.bytes === 0) return false;
-      done += got.bytes;
-    }
-    return true;
   }
 
   #endConnection(why: string): void {
@@ -675,6 +686,8 @@ export class VhostUserHost {
     this.#protocolFeatures = 0n;
     this.#protocolAcked = false;
     this.#configWrites = [];
+    for (const fd of this.#rx.fds) this.#addon.close(fd);
+    this.#rx = newReceiveState();
     this.#regions = [];
     this.#memory = null;
     if (this.#sawMessage) for (const wake of this.#sessionEndWaiters.splice(0)) wake();
@@ -692,6 +705,19 @@ export class VhostUserHost {
       this.#log(`config change notification failed: ${(err as Error).message}`);
     }
   }
+}
+
+interface ReceiveState {
+  header: Uint8Array;
+  headerFill: number;
+  /** Allocated once the header is complete. */
+  payload: Uint8Array | null;
+  payloadFill: number;
+  fds: number[];
+}
+
+function newReceiveState(): ReceiveState {
+  return { header: new Uint8Array(HEADER_SIZE), headerFill: 0, payload: null, payloadFill: 0, fds: [] };
 }
 
 function newRing(): Ring {
