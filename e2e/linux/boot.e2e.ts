@@ -5,8 +5,11 @@
 // NodeFileBackend: the same queue and request code the browser runs). Three
 // boots share one ext4 image, in order:
 //   1. modern virtio-mmio: mount rw, check the host's files, write a random
-//      blob buffered and with O_DIRECT, sync, fstrim, read back with O_DIRECT.
-//   2. virtio-pci, after a reconnect: boot 1's files are intact; write more.
+//      blob buffered and with O_DIRECT, sync, fstrim (DISCARD), a write into
+//      a preallocated extent (WRITE_ZEROES), read back with O_DIRECT.
+//   2. virtio-pci, after a reconnect: boot 1's files are intact; write more;
+//      switch to write-through (SET_CONFIG), re-probe the driver (ring
+//      stop/restart), write again: the device stays write-through.
 //   3. read-only, served by the CLI in a child process: the guest sees ro,
 //      every write fails, the image does not change.
 // After each boot the host compares the guest's checksums with the file's
@@ -126,6 +129,13 @@ describe.sequential('Linux virtio_blk over vhost-user', () => {
       expect(device.stats.writes).toBeGreaterThan(before.writes);
       expect(device.stats.flushes).toBeGreaterThan(before.flushes);
       expect(device.stats.discards).toBeGreaterThan(before.discards);
+      expect(device.stats.writeZeroes).toBeGreaterThan(before.writeZeroes);
+      expect(reported(result, 'serial')).toBe('vbw-linux-test');
+      // The file reads as the marker block between zeroes, in the guest and on the host.
+      const zeroout = Buffer.alloc(65536);
+      zeroout.write('zeroout-marker', 2 * 4096);
+      expect(reported(result, 'zeroout-sha256')).toBe(sha256(zeroout));
+      expect(sha256(extract('/guest/zeroout.bin'))).toBe(sha256(zeroout));
       expect(device.stats.ioErrors).toBe(0);
       expectConsistent(result, 'blob1', 4, notes.first);
     });
@@ -178,13 +188,14 @@ describe.sequential('Linux virtio_blk over vhost-user', () => {
     await host.close();
     const roSocket = join(work, 'ro.sock');
     const imageSha = sha256(readFileSync(image));
-    const cli = startCli(['vhost-user', '--socket', roSocket, '--image', image, '--read-only', '--once']);
+    const cli = startCli(['vhost-user', '--socket', roSocket, '--image', image, '--read-only', '--serial', 'ro-disk', '--once']);
     try {
       await waitForSocket(roSocket, cli);
       const result = await boot({ assets, disk: { kind: 'vhost-user-mmio', socket: roSocket }, script: readOnlyScript() });
       const cliExit = await exitOf(cli);
       withConsole(result, () => {
         expect(reported(result, 'ro')).toBe('1');
+        expect(reported(result, 'serial')).toBe('ro-disk');
         expect(negotiated(result, 5)).toBe(true); // VIRTIO_BLK_F_RO
         expect(reported(result, 'mounted')).toMatch(/^\/dev\/vda \/mnt ext4 ro[, ]/);
         expect(reported(result, 'raw-write-error')).toMatch(/Operation not permitted|Read-only|Permission denied/i);

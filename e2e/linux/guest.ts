@@ -15,6 +15,7 @@ report ro $(cat /sys/block/vda/ro)
 report sectors $(cat /sys/block/vda/size)
 report device $(readlink -f /sys/block/vda/device)
 report features $(cat /sys/block/vda/device/features)
+report serial "$(cat /sys/block/vda/serial)"
 `;
 
 /** Read the host's files and check them against the SHA256SUMS the host put there. */
@@ -48,13 +49,26 @@ const UNMOUNT_AND_HASH_DISK = String.raw`umount /mnt
 report disk-sha256 $(dd if=/dev/vda iflag=direct bs=1M 2>/dev/null | sum256)
 `;
 
+/**
+ * WRITE_ZEROES from ext4: writing one block into the middle of a preallocated
+ * (unwritten) extent makes ext4 zero the small pieces around it on the disk
+ * (blkdev_issue_zeroout), which virtio_blk sends as WRITE_ZEROES.
+ */
+const ZEROOUT = String.raw`fallocate -l 65536 /mnt/guest/zeroout.bin || fail "fallocate"
+printf 'zeroout-marker' | dd of=/mnt/guest/zeroout.bin bs=4096 seek=2 conv=notrunc,sync oflag=direct 2>/dev/null || fail "write into an unwritten extent"
+sync
+report zeroout-sha256 $(dd if=/mnt/guest/zeroout.bin iflag=direct bs=4k 2>/dev/null | sum256)
+`;
+
 /** Boot 1: a fresh image the host made. */
 export function firstBootScript(note: string): string {
   return (
     PRELUDE +
     String.raw`mount -t ext4 -o rw /dev/vda /mnt || fail "mount rw"
+mkdir -p /mnt/guest
 ` +
     CHECK_HOST_FILES +
+    ZEROOUT +
     writeAndVerify('blob1', 4, note) +
     UNMOUNT_AND_HASH_DISK
   );
