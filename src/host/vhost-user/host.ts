@@ -243,7 +243,8 @@ export class VhostUserHost {
           rx.fds.push(...got.fds);
           if (got.fdsTruncated) throw new ProtocolError('too many fds in one message');
           if (got.bytes === 0) {
-            this.#endConnection(rx.headerFill > 0 ? 'front-end closed the connection mid-message' : 'front-end closed the connection');
+            const midMessage = rx.headerFill > 0;
+            this.#endConnection(`front-end closed the connection${midMessage ? ' mid-message' : ''}`);
             return;
           }
           if (rx.payload) rx.payloadFill += got.bytes;
