@@ -18,7 +18,8 @@ export const USAGE = `usage: virtio-blk-web vhost-user --socket PATH --image FIL
 Serve FILE (a raw disk image) as a vhost-user-blk device on the unix socket
 PATH. Then start QEMU with, e.g.:
   -object memory-backend-memfd,id=mem,size=512M,share=on -M virt,memory-backend=mem
-  -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0
+  -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0,num-queues=1
+(one queue: the device has one; QEMU otherwise asks for one per vCPU on PCI)
 
 options:
   --read-only             offer the disk read-only (VIRTIO_BLK_F_RO); the image is opened O_RDONLY
