@@ -13,10 +13,10 @@ async function runWorkload(page: Page, kind: string, seconds: number): Promise<s
   await page.selectOption('#kind', kind);
   await page.fill('#seconds', String(seconds));
   await page.click('#run');
-  await expect(page.locator('#stop')).toBeEnabled();
-  // The run is over when the Run button comes back and a new result is in.
-  await expect(page.locator('#run')).toBeEnabled({ timeout: 60_000 });
-  expect(await page.evaluate(() => document.body.dataset.lastRun ?? null)).not.toBe(before);
+  // The run is over when a new result is in (a short run may end before any
+  // intermediate state could be observed).
+  await expect.poll(() => page.evaluate(() => document.body.dataset.lastRun ?? null), { timeout: 60_000 }).not.toBe(before);
+  await expect(page.locator('#run')).toBeEnabled();
   return (await page.locator('#result').textContent()) ?? '';
 }
 
