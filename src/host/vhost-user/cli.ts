@@ -120,7 +120,8 @@ async function serve(argv: string[]): Promise<number> {
   const log = parsed.verbose ? (line: string) => process.stderr.write(`vhost-user: ${line}\n`) : undefined;
   let host: VhostUserHost;
   try {
-    host = VhostUserHost.listen({ socketPath: parsed.socket, device, log, addon });
+    const warn = (line: string) => process.stderr.write(`virtio-blk-web: warning: ${line}\n`);
+    host = VhostUserHost.listen({ socketPath: parsed.socket, device, log, warn, addon });
   } catch (err) {
     backend.close();
     const code = (err as NodeJS.ErrnoException).code;

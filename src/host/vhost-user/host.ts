@@ -63,8 +63,10 @@ export interface VhostUserHostOptions {
   /** Unix socket path to listen on. A stale socket file is replaced; a live one is an error. */
   socketPath: string;
   device: VirtioDevice;
-  /** Protocol trace and warnings (default: none). */
+  /** Protocol trace: every request, connects, disconnects (default: none). */
   log?: (line: string) => void;
+  /** Problems: refused requests, protocol errors, broken rings (default: `log`). */
+  warn?: (line: string) => void;
   /** The native helper (default: built and loaded on demand). */
   addon?: VhostUserAddon;
   /** Map regions in pieces of at most this many bytes (default 1 GiB; a multiple of the page size). */
@@ -111,6 +113,7 @@ export class VhostUserHost {
   readonly #device: VirtioDevice;
   readonly #addon: VhostUserAddon;
   readonly #log: (line: string) => void;
+  readonly #warn: (line: string) => void;
   readonly #listenFd: number;
   #listenWatcher: Watcher | null = null;
 
@@ -143,6 +146,8 @@ export class VhostUserHost {
   #configWrites: Array<{ offset: number; data: Uint8Array }> = [];
   /** The current connection sent at least one message. */
   #sawMessage = false;
+  /** The device was activated during the current connection. */
+  #everActive = false;
   readonly #scratch = new Uint8Array(8);
 
   private constructor(options: VhostUserHostOptions, addon: VhostUserAddon, listenFd: number) {
@@ -150,6 +155,7 @@ export class VhostUserHost {
     this.#device = options.device;
     this.#addon = addon;
     this.#log = options.log ?? (() => {});
+    this.#warn = options.warn ?? this.#log;
     this.#listenFd = listenFd;
     this.#maxMappingBytes = options.maxMappingBytes ?? MAX_MAPPING_BYTES;
     this.#rings = Array.from({ length: this.#device.queueCount }, () => newRing());
@@ -208,11 +214,11 @@ export class VhostUserHost {
     try {
       fd = this.#addon.accept(this.#listenFd);
     } catch (err) {
-      this.#log(`accept failed: ${(err as Error).message}`);
+      this.#warn(`accept failed: ${(err as Error).message}`);
       return;
     }
     if (this.#connFd !== null) {
-      this.#log('refusing a second front-end while one is connected');
+      this.#warn('refusing a second front-end while one is connected');
       this.#addon.close(fd);
       return;
     }
@@ -270,7 +276,7 @@ export class VhostUserHost {
     } catch (err) {
       for (const extra of this.#rx.fds) this.#addon.close(extra);
       this.#rx = newReceiveState();
-      this.#log(`protocol error: ${(err as Error).message}`);
+      this.#warn(`protocol error: ${(err as Error).message}`);
       this.#endConnection('protocol error');
     }
   }
@@ -283,7 +289,7 @@ export class VhostUserHost {
 
   /** Run `step` after everything queued before it; a failure is logged and does not stop later steps. */
   #enqueue(step: () => Promise<void>): void {
-    this.#pending = this.#pending.then(step).catch((err: unknown) => this.#log(`internal error: ${String(err)}`));
+    this.#pending = this.#pending.then(step).catch((err: unknown) => this.#warn(`internal error: ${String(err)}`));
   }
 
   async #handle(request: number, flags: number, payload: Uint8Array, fds: number[]): Promise<void> {
@@ -297,7 +303,7 @@ export class VhostUserHost {
       ok = await this.#dispatch(request, payload, fds);
     } catch (err) {
       ok = false;
-      this.#log(`${requestName[request] ?? request}: ${(err as Error).message}`);
+      this.#warn(`${requestName[request] ?? request}: ${(err as Error).message}`);
     } finally {
       // Any fd a handler did not take over is closed here.
       for (const fd of fds) if (fd >= 0) this.#addon.close(fd);
@@ -418,7 +424,7 @@ export class VhostUserHost {
       }
       default:
         // Unknown or not offered (logging, inflight, postcopy, ...): refuse.
-        this.#log(`unsupported request ${requestName[request] ?? request}`);
+        this.#warn(`unsupported request ${requestName[request] ?? request}`);
         return false;
     }
   }
@@ -521,13 +527,13 @@ export class VhostUserHost {
     const ring = this.#rings[index]!;
     const memory = this.#memory;
     if (!memory || ring.desc === null) {
-      this.#log(`queue ${index} started before its memory table or address`);
+      this.#warn(`queue ${index} started before its memory table or address`);
       return false;
     }
     const geometry = { size: ring.size, descTable: ring.desc, availRing: ring.avail, usedRing: ring.used };
     const problem = checkGeometry(memory, geometry);
     if (problem) {
-      this.#log(`queue ${index}: ${problem}`);
+      this.#warn(`queue ${index}: ${problem}`);
       this.#signalError(ring);
       return false;
     }
@@ -558,7 +564,7 @@ export class VhostUserHost {
       driverFeatures: this.#features,
       interrupt: (q) => this.#interrupt(q),
       needsReset: (reason) => {
-        this.#log(`device needs reset: ${reason}`);
+        this.#warn(`device needs reset: ${reason}`);
         for (const ring of this.#rings) this.#signalError(ring);
       },
       // A throttled queue's timer fired: process it from the loop, not the timer.
@@ -572,6 +578,7 @@ export class VhostUserHost {
     };
     this.#device.activate(context);
     this.#active = true;
+    this.#everActive = true;
     // QEMU answers the guest's config reads from its own copy, which keeps
     // what the driver last wrote (the writeback field) across a device reset,
     // while activate() restores the device's defaults. Replay the session's
@@ -590,7 +597,7 @@ export class VhostUserHost {
     try {
       readSync(ring.kickFd, this.#scratch, 0, 8, null);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') this.#log(`kick ${index}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') this.#warn(`kick ${index}: ${(err as Error).message}`);
     }
     if (this.#active && ring.queue && ring.enabled) this.#device.processQueue(index);
   }
@@ -601,7 +608,7 @@ export class VhostUserHost {
     try {
       writeSync(fd, EVENTFD_ONE);
     } catch (err) {
-      this.#log(`call ${index}: ${(err as Error).message}`);
+      this.#warn(`call ${index}: ${(err as Error).message}`);
     }
   }
 
@@ -647,7 +654,7 @@ export class VhostUserHost {
         });
       });
     }
-    if (this.#device.inFlight > 0) this.#log(`${this.#device.inFlight} request(s) still in flight; resetting`);
+    if (this.#device.inFlight > 0) this.#warn(`${this.#device.inFlight} request(s) still in flight; resetting`);
   }
 
   /** Finish in-flight work, reset the device, and remember each ring's indices. */
@@ -676,6 +683,12 @@ export class VhostUserHost {
   async #disconnect(why: string): Promise<void> {
     if (this.#connFd === null) return;
     this.#log(`disconnected: ${why}`);
+    if (this.#sawMessage && !this.#everActive) {
+      this.#warn(
+        'the front-end left without starting the device (no driver in the guest, ' +
+          'or QEMU wanted more queues than the device has: use num-queues=1)',
+      );
+    }
     if (this.#connWatcher) this.#addon.unwatch(this.#connWatcher);
     this.#connWatcher = null;
     await this.#resetRings();
@@ -694,6 +707,7 @@ export class VhostUserHost {
     if (this.#sawMessage) for (const wake of this.#sessionEndWaiters.splice(0)) wake();
     for (const wake of this.#idleWaiters.splice(0)) wake();
     this.#sawMessage = false;
+    this.#everActive = false;
   }
 
   /** Tell the front-end the config space changed (resize), over the backend channel. */
@@ -703,7 +717,7 @@ export class VhostUserHost {
     try {
       this.#addon.sendmsg(fd, encodeMessage(BackendRequest.ConfigChange, HeaderFlag.Version));
     } catch (err) {
-      this.#log(`config change notification failed: ${(err as Error).message}`);
+      this.#warn(`config change notification failed: ${(err as Error).message}`);
     }
   }
 }
