@@ -9,13 +9,13 @@ import type { Page } from '@playwright/test';
 const MiB = 1024 * 1024;
 
 async function runWorkload(page: Page, kind: string, seconds: number): Promise<string> {
-  const before = await page.evaluate(() => document.body.dataset.lastRun ?? null);
+  const before = await page.evaluate(() => Number(document.body.dataset.runs ?? 0));
   await page.selectOption('#kind', kind);
   await page.fill('#seconds', String(seconds));
   await page.click('#run');
   // The run is over when a new result is in (a short run may end before any
   // intermediate state could be observed).
-  await expect.poll(() => page.evaluate(() => document.body.dataset.lastRun ?? null), { timeout: 60_000 }).not.toBe(before);
+  await expect.poll(() => page.evaluate(() => Number(document.body.dataset.runs ?? 0)), { timeout: 60_000 }).toBe(before + 1);
   await expect(page.locator('#run')).toBeEnabled();
   return (await page.locator('#result').textContent()) ?? '';
 }

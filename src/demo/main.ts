@@ -67,6 +67,8 @@ interface GuestHandle {
 let disk: Disk | null = null;
 let guest: GuestHandle | null = null;
 let running = false;
+/** Finished runs, published on <body data-runs> for tests. */
+let runsFinished = 0;
 
 function say(text: string, error = false): void {
   ui.status.textContent = text;
@@ -227,6 +229,7 @@ async function run(): Promise<void> {
   } catch (err) {
     ui.result.textContent = `workload failed: ${describeError(err)}`;
   } finally {
+    document.body.dataset.runs = String(++runsFinished);
     running = false;
     ui.run.disabled = guest === null;
     ui.stop.disabled = true;
