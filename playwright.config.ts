@@ -21,6 +21,8 @@ export default defineConfig({
   // Each test launches its own browser with its own profile; two at a time
   // fit a 2-core machine.
   workers: 2,
+  // Tests share nothing (each has its own profile), so files need not run whole.
+  fullyParallel: true,
   timeout: 120_000,
   expect: { timeout: 30_000 },
   forbidOnly: !!process.env.CI,
