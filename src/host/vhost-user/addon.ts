@@ -103,9 +103,11 @@ function runNodeGyp(quiet: boolean): void {
   try {
     gyp = require.resolve('node-gyp/bin/node-gyp.js');
   } catch (cause) {
-    throw new AddonUnavailableError('node-gyp is not installed: run `npm install` (it is a devDependency)', {
-      cause,
-    });
+    throw new AddonUnavailableError(
+      'node-gyp is needed to build the vhost-user addon: `npm install` in this repository ' +
+        '(a devDependency), or `npm install node-gyp` where the package is used',
+      { cause },
+    );
   }
   const args = [gyp, 'rebuild', '--directory', nativeDir];
   // Use the running Node's own headers when it ships them (Debian's nodejs
