@@ -212,3 +212,16 @@ test('a rate-limited worker-hosted device throttles, serves everything correctly
   await verify(h, 8, (4 * MiB) / SECTOR, 400, 2);
   expect((await h.call<Record<string, number>>('stats')).throttled).toBe(limited.throttled);
 });
+
+test('a completed FLUSH survives the browser being killed', async ({ page, profile }) => {
+  let h = await openHarness(page, 'guest');
+  await attach(h, { kind: 'opfs', name: 'crash', directory: 'e2e', size: 8 * MiB });
+  await h.call('writePattern', { sector: 4096, bytes: 512 * 1024, seed: 96 });
+  await h.call('flush');
+
+  h = await openHarness(await profile.crashAndRelaunch(), 'guest');
+  // The killed browser's lock and handle died with it: the disk opens at once.
+  const info = await attach(h, { kind: 'opfs', name: 'crash', directory: 'e2e' });
+  expect(info.capacitySectors).toBe((8 * MiB) / SECTOR);
+  expect(await h.call('checkPattern', { sector: 4096, bytes: 512 * 1024, seed: 96 })).toBe(-1);
+});

@@ -11,6 +11,7 @@
 // Locks), and `relaunch()`, which closes the whole browser and starts it again
 // on the same directory — a harder stop than a reload, for durability tests.
 
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +26,11 @@ export interface Profile {
   newPage(path?: string): Promise<Page>;
   /** Close the browser and launch it again on the same profile; returns its first page. */
   relaunch(): Promise<Page>;
+  /**
+   * Kill the browser with SIGKILL (no shutdown, no flushing of its own),
+   * then launch it again on the same profile; returns its first page.
+   */
+  crashAndRelaunch(): Promise<Page>;
 }
 
 interface Fixtures {
@@ -44,6 +50,11 @@ export const test = base.extend<Fixtures>({
     };
     context.on('page', watch);
     for (const page of context.pages()) watch(page);
+    const relaunched = async (): Promise<Page> => {
+      context = await launch();
+      context.on('page', watch);
+      return watch(context.pages()[0] ?? (await context.newPage()));
+    };
     const profile: Profile = {
       dir,
       get context() {
@@ -56,10 +67,22 @@ export const test = base.extend<Fixtures>({
       },
       async relaunch() {
         await context.close();
-        context = await launch();
-        context.on('page', watch);
-        const page = context.pages()[0] ?? (await context.newPage());
-        return watch(page);
+        return relaunched();
+      },
+      async crashAndRelaunch() {
+        // The processes this test's browser runs are the ones whose command
+        // line names this test's own, freshly made profile directory.
+        const pids = browserPids(dir);
+        if (pids.length === 0) throw new Error(`no browser process found for profile ${dir}`);
+        for (const pid of pids) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // Already gone.
+          }
+        }
+        await context.close().catch(() => undefined);
+        return relaunched();
       },
     };
     await use(profile);
@@ -73,5 +96,15 @@ export const test = base.extend<Fixtures>({
     await use(profile.context.pages()[0] ?? (await profile.context.newPage()));
   },
 });
+
+/** Ids of the processes whose command line names `profileDir` (Linux and macOS `ps`). */
+function browserPids(profileDir: string): number[] {
+  const out = execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' });
+  return out
+    .split('\n')
+    .filter((line) => line.includes(`--user-data-dir=${profileDir}`))
+    .map((line) => Number.parseInt(line.trim(), 10))
+    .filter((pid) => Number.isInteger(pid) && pid !== process.pid);
+}
 
 export { expect } from '@playwright/test';
