@@ -25,7 +25,7 @@ import { parseArgs } from 'node:util';
 import type { Page } from 'playwright';
 import { type LatencySummary, type WorkloadResult } from './harness/protocol.ts';
 import { callPage, openBenchBrowser } from './node/browser.ts';
-import { heapAfterGc, inspectWorkers, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
+import { inspectWorkers, sampleHeap, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
 import { FULL, LIMITER_CASES, QUICK, WORKLOADS, backends, spec, type BackendCase, type Timing } from './node/plan.ts';
 import { report, type BenchReport, type DeviceRow, type LatencyRow } from './node/report.ts';
 import { canReadThreads, chromiumPids, cpuNs, newThreads, workerThreads, type ThreadRef } from './node/threads.ts';
@@ -106,6 +106,14 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
       threads.vcpu = await findVcpuThread(page, pageWorkers, spec(WORKLOADS[0]!, { ...timing, warmupMs: 0, durationMs: 100 }));
     }
     await callPage(page, 'rawOpen', c.raw);
+    // Read both disks end to end first: on this machine the page cache of a
+    // file just written does not stay warm (the first random pass over a
+    // fresh OPFS file ran 5× slower than the next), and whichever side ran
+    // first would pay for it.
+    const seqRead = WORKLOADS.find((w) => w.name === '1M seqread' && w.queueDepth === 8)!;
+    const wholeDisk = spec(seqRead, timing, { warmupMs: 0, durationMs: 600_000, maxRequests: timing.diskBytes / seqRead.blockBytes });
+    await callPage(page, 'device', wholeDisk);
+    await callPage(page, 'raw', { ...wholeDisk, queueDepth: 1 });
     const best = new Map<string, DeviceRow>();
     const rawBest = new Map<string, WorkloadResult>();
     for (let round = 0; round < timing.rounds; round++) {
@@ -168,22 +176,25 @@ async function latencyFor(page: Page, c: BackendCase): Promise<LatencyRow> {
 async function memoryGrowth(page: Page, c: BackendCase): Promise<BenchReport['memory']> {
   const worker = await inspector!.worker('virtio-blk device');
   const w = WORKLOADS.find((x) => x.name === '4K randread' && x.queueDepth === 32)!;
-  const half = Math.floor(timing.memoryRequests / 2);
-  const s = spec(w, { ...timing, durationMs: 600_000 }, { maxRequests: half, warmupMs: 0, seed: 11 });
-  const heap = [await heapAfterGc(worker)];
-  let requests = 0;
-  for (let i = 0; i < 2; i++) {
-    const r = await callPage<DeviceResult>(page, 'device', s);
-    requests += r.deviceCompleted;
-    heap.push(await heapAfterGc(worker));
-  }
-  log(`${c.label} device worker heap: ${heap.map((h) => h.usedBytes).join(' → ')} bytes over ${requests} requests`);
+  const s = spec(w, { ...timing, durationMs: 600_000 }, { maxRequests: timing.memoryRequests, warmupMs: 0, seed: 11 });
+  const { result, samples } = await sampleHeap(worker, callPage<DeviceResult>(page, 'device', s, 10 * 60_000));
+  // Without a forced GC the heap saws up and down with short-lived garbage;
+  // its floor (the low after each collection) is what grows when something leaks.
+  const tenth = Math.max(1, Math.floor(samples.length / 10));
+  const floorFirst = Math.min(...samples.slice(0, tenth));
+  const floorLast = Math.min(...samples.slice(-tenth));
+  log(`${c.label} device worker heap floor: ${floorFirst} → ${floorLast} bytes over ${result.deviceCompleted} requests (${samples.length} samples)`);
   return {
     backend: c.label,
     workload: '4K randread QD32',
-    requests,
-    usedBytes: heap.map((h) => h.usedBytes),
-    method: 'CDP HeapProfiler.collectGarbage + Runtime.getHeapUsage on the device worker target',
+    requests: result.deviceCompleted,
+    iops: result.iops,
+    samples: samples.length,
+    floorFirstBytes: floorFirst,
+    floorLastBytes: floorLast,
+    maxBytes: Math.max(...samples),
+    method:
+      'CDP Runtime.getHeapUsage on the device worker target, sampled every 200 ms; floor = lowest sample in the first and last tenth of the run (no forced GC: see bench/node/cdp.ts)',
   };
 }
 

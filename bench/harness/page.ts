@@ -5,7 +5,6 @@
 // of the Atomics round trip. bench/run.ts drives it through `window.bench`.
 
 import { createDisk, type Disk } from '../../src/host/disk.ts';
-import type { DeviceSpec } from '../../src/host/protocol.ts';
 import type { RateLimiterConfig } from '../../src/limiter/index.ts';
 import { connect, type HarnessClient } from '../../e2e/harness/rpc.ts';
 import type { BenchBackend, WorkloadResult, WorkloadSpec } from './protocol.ts';
@@ -63,19 +62,11 @@ const ops: Record<string, (args: never) => Promise<unknown> | unknown> = {
       backend.kind === 'memory'
         ? ({ kind: 'memory', size: backend.sizeBytes } as const)
         : ({ kind: 'opfs', name: backend.name, directory: backend.directory } as const);
-    // limiterConfig: see limited-device-worker.ts (DeviceSpec has no limiter yet).
-    const device: DeviceSpec & { limiterConfig?: RateLimiterConfig } = limiter ? { limiterConfig: limiter } : {};
     disk = await createDisk({
       memory: [{ guestAddress: RAM_BASE, source: ram }],
       backend: spec,
-      device,
+      device: limiter ? { rateLimit: limiter } : {},
       host: 'worker',
-      ...(limiter
-        ? {
-            createWorker: () =>
-              new Worker(new URL('./limited-device-worker.ts', import.meta.url), { type: 'module', name: 'virtio-blk device' }),
-          }
-        : {}),
     });
     return vcpu.call('attach', { state: disk.state, ram, ramBase: RAM_BASE });
   },

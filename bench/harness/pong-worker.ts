@@ -6,7 +6,9 @@ import { serve } from '../../e2e/harness/rpc.ts';
 
 serve({
   pong: ({ words }: { words: Int32Array }) => {
-    let seen = Atomics.load(words, 0);
+    // The words are fresh (zero): start from 0, not from what word 0 holds
+    // now — the ping may already have stored its first value.
+    let seen = 0;
     let echoes = 0;
     for (;;) {
       Atomics.wait(words, 0, seen, 10_000);

@@ -85,15 +85,15 @@ export async function openBenchBrowser(root: string, extraArgs: string[] = []): 
   };
 }
 
-/** No single page call runs longer than this (the longest is a 1M-request memory check). */
-const CALL_TIMEOUT_MS = 5 * 60_000;
+/** Default limit of one page call: a row takes seconds, so anything near this is a hang. */
+const CALL_TIMEOUT_MS = 120_000;
 
-/** Call `window.bench.call(op, args)` on the benchmark page; rejects after CALL_TIMEOUT_MS rather than hang. */
-export async function callPage<T>(page: Page, op: string, args?: unknown): Promise<T> {
+/** Call `window.bench.call(op, args)` on the benchmark page; rejects after `timeoutMs` rather than hang. */
+export async function callPage<T>(page: Page, op: string, args?: unknown, timeoutMs = CALL_TIMEOUT_MS): Promise<T> {
   if (process.env.BENCH_TRACE) process.stderr.write(`[bench] ${op}\n`);
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`bench op "${op}" did not finish in ${CALL_TIMEOUT_MS / 1000} s`)), CALL_TIMEOUT_MS);
+    timer = setTimeout(() => reject(new Error(`bench op "${op}" did not finish in ${timeoutMs / 1000} s`)), timeoutMs);
   });
   try {
     return await Promise.race([page.evaluate(([o, a]) => window.bench!.call(o, a), [op, args] as const) as Promise<T>, timeout]);

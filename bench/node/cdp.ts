@@ -15,6 +15,9 @@ interface AttachedEvent {
   targetInfo: { type: string; title: string; url: string };
 }
 
+/** Longest wait for one CDP answer from a worker. */
+const SEND_TIMEOUT_MS = 20_000;
+
 export interface WorkerTarget {
   readonly title: string;
   readonly url: string;
@@ -51,7 +54,21 @@ export async function inspectWorkers(context: BrowserContext, page: Page): Promi
     send: <T>(method: string, params: Record<string, unknown> = {}) =>
       new Promise<T>((resolve, reject) => {
         const id = nextId++;
-        pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+        // A worker that never answers must not hang the run.
+        const timer = setTimeout(() => {
+          pending.delete(id);
+          reject(new Error(`CDP ${method} on worker "${e.targetInfo.title}" got no answer in ${SEND_TIMEOUT_MS / 1000} s`));
+        }, SEND_TIMEOUT_MS);
+        pending.set(id, {
+          resolve: (v) => {
+            clearTimeout(timer);
+            (resolve as (v: unknown) => void)(v);
+          },
+          reject: (err) => {
+            clearTimeout(timer);
+            reject(err);
+          },
+        });
         cdp
           .send('Target.sendMessageToTarget', { sessionId: e.sessionId, message: JSON.stringify({ id, method, params }) })
           .catch(reject);
@@ -73,11 +90,26 @@ export async function inspectWorkers(context: BrowserContext, page: Page): Promi
   };
 }
 
-/** The JS heap of a worker after a full GC, in bytes. */
-export async function heapAfterGc(worker: WorkerTarget): Promise<{ usedBytes: number; totalBytes: number }> {
-  await worker.send('HeapProfiler.collectGarbage');
-  const usage = await worker.send<{ usedSize: number; totalSize: number }>('Runtime.getHeapUsage');
-  return { usedBytes: usage.usedSize, totalBytes: usage.totalSize };
+/**
+ * The JS heap a worker uses now, in bytes. No GC is forced: the device worker
+ * never yields to its task queue while it serves (it sleeps in Atomics.wait),
+ * and HeapProfiler.collectGarbage waits for a task turn, so it never answers.
+ * Runtime.getHeapUsage is served from an interrupt and does.
+ */
+export async function heapUsed(worker: WorkerTarget): Promise<number> {
+  return (await worker.send<{ usedSize: number }>('Runtime.getHeapUsage')).usedSize;
+}
+
+/** Sample `heapUsed` every `everyMs` until `until` settles; returns the samples in order. */
+export async function sampleHeap<T>(worker: WorkerTarget, until: Promise<T>, everyMs = 200): Promise<{ result: T; samples: number[] }> {
+  const samples: number[] = [await heapUsed(worker)];
+  let settled = false;
+  const done = until.finally(() => void (settled = true));
+  while (!settled) {
+    await Promise.race([done.catch(() => undefined), new Promise((r) => setTimeout(r, everyMs))]);
+    samples.push(await heapUsed(worker));
+  }
+  return { result: await done, samples };
 }
 
 interface ProfileNode {

@@ -62,7 +62,17 @@ export interface BenchReport {
   };
   device: DeviceRow[];
   latency: LatencyRow[];
-  memory: { backend: string; workload: string; requests: number; usedBytes: number[]; method: string } | null;
+  memory: {
+    backend: string;
+    workload: string;
+    requests: number;
+    iops: number;
+    samples: number;
+    floorFirstBytes: number;
+    floorLastBytes: number;
+    maxBytes: number;
+    method: string;
+  } | null;
   limiter: LimiterRow[];
   profile: { backend: string; workload: string; iopsWhileProfiling: number; device: ProfileEntry[]; vcpu: ProfileEntry[] } | null;
   linux: { ran: true; table: string } | { ran: false; note: string } | null;
@@ -158,9 +168,13 @@ export function report(out: BenchReport): string {
   }
   if (out.memory) {
     const m = out.memory;
-    const used = m.usedBytes.map((b) => num(b / 1024, 0)).join(' → ');
-    const growth = m.usedBytes.length > 1 ? m.usedBytes[m.usedBytes.length - 1]! - m.usedBytes[0]! : 0;
-    parts.push('', `Device worker JS heap after GC over ${num(m.requests)} requests (${m.backend} ${m.workload}): ${used} KiB (${growth >= 0 ? '+' : ''}${num(growth / 1024, 1)} KiB)`);
+    const growth = m.floorLastBytes - m.floorFirstBytes;
+    parts.push(
+      '',
+      `Device worker JS heap over ${num(m.requests)} requests (${m.backend} ${m.workload}, ${num(m.iops)} IOPS): ` +
+        `floor ${num(m.floorFirstBytes / 1024)} KiB → ${num(m.floorLastBytes / 1024)} KiB (${growth >= 0 ? '+' : ''}${num(growth / 1024, 1)} KiB), ` +
+        `peak ${num(m.maxBytes / 1024)} KiB, ${m.samples} samples (CDP Runtime.getHeapUsage)`,
+    );
   }
   if (out.limiter.length > 0) {
     const header = ['limit (memory backend, worker host)', 'workload', 'configured', 'measured', 'error', 'IOPS', 'MiB/s'];
