@@ -24,6 +24,15 @@ export interface BlockBackend {
   read(offset: number, dst: Uint8Array): MaybePromise;
   /** Store `src` at `offset`. The range lies inside the disk. */
   write(offset: number, src: Uint8Array): MaybePromise;
+  /**
+   * Optional vectored forms: fill `dsts` (or store `srcs`) back to back from
+   * `offset` in one call. A guest request usually arrives as many page-sized
+   * segments (Linux splits a 512 KiB read into 128 of 4 KiB); a backend with
+   * a vectored primitive (preadv) serves them with one call instead of one
+   * each. The device uses them for requests of more than one segment.
+   */
+  readv?(offset: number, dsts: Uint8Array[]): MaybePromise;
+  writev?(offset: number, srcs: Uint8Array[]): MaybePromise;
   /** Make every completed write durable. */
   flush(): MaybePromise;
   /** The range may be deallocated; later reads return zeroes or the old data. */

@@ -128,6 +128,8 @@ class Slot {
   generation = 0;
   /** Bytes written into device-writable buffers besides the status byte. */
   written = 0;
+  /** Reused list of data views for vectored backend calls. */
+  readonly views: Uint8Array[] = [];
   constructor(capacity: number) {
     this.req = new BlockRequest(new DescriptorChain(capacity));
   }
@@ -564,7 +566,11 @@ export class VirtioBlkDevice implements VirtioDevice {
       return BlkStatus.IoErr;
     }
     const seg = seek(req.chain, req.dataOffset, cursor);
-    const r = this.#transfer(slot, write, seg, cursor.within, bytes, req.sector * SECTOR_SIZE);
+    const vectored = write ? this.#backend.writev !== undefined : this.#backend.readv !== undefined;
+    const r =
+      vectored && bytes > req.chain.len[seg]! - cursor.within
+        ? this.#transferVectored(slot, write, seg, cursor.within, bytes, req.sector * SECTOR_SIZE)
+        : this.#transfer(slot, write, seg, cursor.within, bytes, req.sector * SECTOR_SIZE);
     if (!write) return r;
     const after = (status: BlkStatus): StatusResult =>
       status === BlkStatus.Ok && !this.writeback ? this.#flush() : status;
@@ -598,6 +604,32 @@ export class VirtioBlkDevice implements VirtioDevice {
       }
     }
     return BlkStatus.Ok;
+  }
+
+  /** The whole data range in one readv / writev call. */
+  #transferVectored(slot: Slot, write: boolean, seg: number, within: number, bytes: number, offset: number): StatusResult {
+    const chain = slot.req.chain;
+    const mem = this.#mem!;
+    const views = slot.views;
+    views.length = 0;
+    for (let remaining = bytes; remaining > 0; seg++, within = 0) {
+      const n = Math.min(chain.len[seg]! - within, remaining);
+      const view = mem.view(chain.addr[seg]! + within, n);
+      if (!view) return BlkStatus.IoErr;
+      views.push(view);
+      remaining -= n;
+    }
+    const r = write ? this.#backend.writev!(offset, views) : this.#backend.readv!(offset, views);
+    const done = (): BlkStatus => {
+      views.length = 0;
+      if (write) this.stats.bytesWritten += bytes;
+      else {
+        this.stats.bytesRead += bytes;
+        slot.written += bytes;
+      }
+      return BlkStatus.Ok;
+    };
+    return isPromise(r) ? r.then(done) : done();
   }
 
   /** DISCARD or WRITE_ZEROES (§5.2.6.2): check every segment, then apply them in order. */
