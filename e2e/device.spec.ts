@@ -171,9 +171,9 @@ test('a storage failure is IOERR for that request, a typed error on the host, an
   expect(await h.call('needsReset')).toEqual([]);
 });
 
-test('an emulator on the page thread drives the worker-hosted device without blocking', async ({ page }) => {
+test('an emulator on the page thread drives the worker-hosted device without blocking (device worker spinning)', async ({ page }) => {
   const h = await openHarness(page, 'guest');
-  const info = await attach(h, { kind: 'memory', size: 8 * MiB }, { guestOnPage: true });
+  const info = await attach(h, { kind: 'memory', size: 8 * MiB }, { guestOnPage: true, spinMicros: 200 });
   expect(info).toMatchObject({ host: 'worker', guestOnPage: true });
   for (const qd of [1, 32]) await verify(h, qd, (8 * MiB) / SECTOR, 800);
   await h.call('close');

@@ -29,6 +29,7 @@ interface AttachArgs {
   queueSize?: number;
   /** Run the guest on this page even with the worker host (an emulator on the main thread). */
   guestOnPage?: boolean;
+  spinMicros?: number;
 }
 
 let disk: Disk | null = null;
@@ -41,11 +42,11 @@ let interruptCallbacks = 0;
 
 const pageOps: Record<string, (args: never) => unknown> = {
   isolated: () => crossOriginIsolated,
-  attach: async ({ backend, device, host, ramPages = 512, maxPages = 1024, queueSize, guestOnPage = false }: AttachArgs) => {
+  attach: async ({ backend, device, host, ramPages = 512, maxPages = 1024, queueSize, guestOnPage = false, spinMicros }: AttachArgs) => {
     const shared = crossOriginIsolated;
     const ram = new WebAssembly.Memory({ initial: ramPages, maximum: maxPages, shared });
     const memory = [{ guestAddress: RAM_BASE, source: ram, size: maxPages * PAGE }];
-    disk = await createDisk({ memory, backend, device, host });
+    disk = await createDisk({ memory, backend, device, host, spinMicros });
     disk.onStorageError = (error) => storageErrors.push(toWireError(error));
     disk.onNeedsReset = (reason) => needsReset.push(reason);
     disk.onInterrupt = () => void interruptCallbacks++;

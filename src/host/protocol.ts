@@ -81,6 +81,8 @@ export type HostRequest =
       stats: Float64Array;
       backend: BackendSpec;
       device: DeviceSpec;
+      /** Microseconds the worker polls the doorbell before it sleeps (0: sleep at once). */
+      spinMicros: number;
     }
   | { type: 'resize'; id: number; sizeBytes: number }
   | { type: 'flush'; id: number }

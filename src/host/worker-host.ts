@@ -186,6 +186,7 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
       stats: statsArray,
       backend: options.backend,
       device: options.device ?? {},
+      spinMicros: options.spinMicros ?? 0,
     });
   } catch (err) {
     closed = true;
