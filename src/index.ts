@@ -22,6 +22,7 @@ export {
   MmioInterrupt,
   MmioReg,
   MmioRegisters,
+  MmioWord,
   createMmioState,
   type MmioState,
   type MmioStats,
@@ -58,7 +59,14 @@ export {
   type MaybePromise,
 } from './backends/backend.ts';
 export { MemoryBackend, type MemoryBackendOptions } from './backends/memory.ts';
-export { OpfsBackend, deleteOpfsDisk, listOpfsDisks, type OpfsBackendOptions } from './backends/opfs.ts';
+export {
+  OpfsBackend,
+  deleteOpfsDisk,
+  listOpfsDisks,
+  opfsDirectory,
+  opfsLockName,
+  type OpfsBackendOptions,
+} from './backends/opfs.ts';
 
 // Rate limiting.
 export * from './limiter/index.ts';
