@@ -27,7 +27,7 @@ import { type LatencySummary, type WorkloadResult } from './harness/protocol.ts'
 import { callPage, openBenchBrowser } from './node/browser.ts';
 import { inspectWorkers, sampleHeap, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
 import { FULL, LIMITER_CASES, QUICK, WORKLOADS, backends, spec, type BackendCase, type Timing } from './node/plan.ts';
-import { report, type BenchReport, type DeviceRow, type LatencyRow } from './node/report.ts';
+import { report, type BenchReport, type DeviceRow, type LatencyRow, type RawResult } from './node/report.ts';
 import { canReadThreads, chromiumPids, cpuNs, newThreads, workerThreads, type ThreadRef } from './node/threads.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -55,6 +55,7 @@ function log(line: string): void {
 interface Threads {
   device: ThreadRef | null;
   vcpu: ThreadRef | null;
+  raw: ThreadRef | null;
 }
 
 async function openDisk(page: Page, profileDir: string, c: BackendCase, limiter?: unknown): Promise<ThreadRef | null> {
@@ -76,10 +77,10 @@ async function deviceRun(page: Page, threads: Threads, s: ReturnType<typeof spec
   return { ...r, deviceCpuUsPerRequest: perReq(d0, d1), vcpuCpuUsPerRequest: perReq(v0, v1) };
 }
 
-/** The vCPU's thread: of the workers the page started, the one busiest during a device run. */
-async function findVcpuThread(page: Page, candidates: ThreadRef[], probe: ReturnType<typeof spec>): Promise<ThreadRef | null> {
+/** Of the workers the page started, the one that used the most CPU while `work` ran. */
+async function busiestThread(candidates: ThreadRef[], work: () => Promise<unknown>): Promise<ThreadRef | null> {
   const before = candidates.map((t) => cpuNs(t) ?? 0);
-  await callPage(page, 'device', probe);
+  await work();
   let best: ThreadRef | null = null;
   let most = -1;
   candidates.forEach((t, i) => {
@@ -89,6 +90,17 @@ async function findVcpuThread(page: Page, candidates: ThreadRef[], probe: Return
   return best;
 }
 
+/** A raw run, with the raw worker thread's CPU time per request. */
+async function rawRun(page: Page, thread: ThreadRef | null, s: ReturnType<typeof spec>): Promise<RawResult> {
+  const c0 = thread ? cpuNs(thread) : null;
+  const r = await callPage<WorkloadResult>(page, 'raw', s);
+  const c1 = thread ? cpuNs(thread) : null;
+  // The raw run's warm-up requests are not counted; their CPU is: scale by time instead.
+  const wallNs = (r.seconds + s.warmupMs / 1000) * 1e9;
+  const busy = c0 !== null && c1 !== null ? Math.min(1, (c1 - c0) / wallNs) : null;
+  return { ...r, cpuUsPerRequest: busy !== null && r.iops > 0 ? (busy * 1e6) / r.iops : null };
+}
+
 async function deviceSection(page: Page, profileDir: string, pageWorkers: ThreadRef[], out: BenchReport): Promise<void> {
   for (const c of backends(timing, out.runId)) {
     if (c.fill === 'files' && c.device.kind === 'opfs' && c.raw.kind === 'opfs') {
@@ -96,16 +108,18 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
       await callPage(page, 'prepareOpfs', c.device);
       await callPage(page, 'prepareOpfs', c.raw);
     }
-    const threads: Threads = { device: await openDisk(page, profileDir, c), vcpu: null };
+    await callPage(page, 'rawOpen', c.raw);
+    const threads: Threads = { device: await openDisk(page, profileDir, c), vcpu: null, raw: null };
     if (c.fill === 'device') {
       log(`${c.label}: writing ${timing.diskBytes >> 20} MiB through the device`);
       const seqWrite = WORKLOADS.find((w) => w.name === '1M seqwrite' && w.queueDepth === 8)!;
       await callPage(page, 'device', spec(seqWrite, timing, { warmupMs: 0, durationMs: 600_000, maxRequests: timing.diskBytes / seqWrite.blockBytes }));
     }
     if (canReadThreads && pageWorkers.length > 0) {
-      threads.vcpu = await findVcpuThread(page, pageWorkers, spec(WORKLOADS[0]!, { ...timing, warmupMs: 0, durationMs: 100 }));
+      const probe = spec(WORKLOADS[0]!, { ...timing, warmupMs: 0, durationMs: 100 });
+      threads.vcpu = await busiestThread(pageWorkers, () => callPage(page, 'device', probe));
+      threads.raw = await busiestThread(pageWorkers, () => callPage(page, 'raw', { ...probe, queueDepth: 1 }));
     }
-    await callPage(page, 'rawOpen', c.raw);
     // Read both disks end to end first: on this machine the page cache of a
     // file just written does not stay warm (the first random pass over a
     // fresh OPFS file ran 5× slower than the next), and whichever side ran
@@ -115,7 +129,7 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
     await callPage(page, 'device', wholeDisk);
     await callPage(page, 'raw', { ...wholeDisk, queueDepth: 1 });
     const best = new Map<string, DeviceRow>();
-    const rawBest = new Map<string, WorkloadResult>();
+    const rawBest = new Map<string, RawResult>();
     for (let round = 0; round < timing.rounds; round++) {
       const rawDone = new Set<string>();
       for (const w of WORKLOADS) {
@@ -125,7 +139,7 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
         const rawKey = w.name;
         if (!rawDone.has(rawKey)) {
           rawDone.add(rawKey);
-          const raw = await callPage<WorkloadResult>(page, 'raw', { ...s, queueDepth: 1 });
+          const raw = await rawRun(page, threads.raw, { ...s, queueDepth: 1 });
           if ((rawBest.get(rawKey)?.iops ?? 0) < raw.iops) rawBest.set(rawKey, raw);
         }
         const prev = best.get(key);
@@ -178,11 +192,12 @@ async function memoryGrowth(page: Page, c: BackendCase): Promise<BenchReport['me
   const w = WORKLOADS.find((x) => x.name === '4K randread' && x.queueDepth === 32)!;
   const s = spec(w, { ...timing, durationMs: 600_000 }, { maxRequests: timing.memoryRequests, warmupMs: 0, seed: 11 });
   const { result, samples } = await sampleHeap(worker, callPage<DeviceResult>(page, 'device', s, 10 * 60_000));
-  // Without a forced GC the heap saws up and down with short-lived garbage;
-  // its floor (the low after each collection) is what grows when something leaks.
-  const tenth = Math.max(1, Math.floor(samples.length / 10));
-  const floorFirst = Math.min(...samples.slice(0, tenth));
-  const floorLast = Math.min(...samples.slice(-tenth));
+  // Without a forced GC the heap saws up and down with short-lived garbage
+  // (on OPFS it climbs to ~30 MB between major GCs and falls back to ~2 MB);
+  // its floor, the low after a collection, is what grows when something leaks.
+  const half = Math.max(1, Math.floor(samples.length / 2));
+  const floorFirst = Math.min(...samples.slice(0, half));
+  const floorLast = Math.min(...samples.slice(half));
   log(`${c.label} device worker heap floor: ${floorFirst} → ${floorLast} bytes over ${result.deviceCompleted} requests (${samples.length} samples)`);
   return {
     backend: c.label,
@@ -193,8 +208,9 @@ async function memoryGrowth(page: Page, c: BackendCase): Promise<BenchReport['me
     floorFirstBytes: floorFirst,
     floorLastBytes: floorLast,
     maxBytes: Math.max(...samples),
+    samplesBytes: samples,
     method:
-      'CDP Runtime.getHeapUsage on the device worker target, sampled every 200 ms; floor = lowest sample in the first and last tenth of the run (no forced GC: see bench/node/cdp.ts)',
+      'CDP Runtime.getHeapUsage on the device worker target, sampled every 200 ms; floor = lowest sample in the first and in the second half of the run (no forced GC: see bench/node/cdp.ts)',
   };
 }
 

@@ -21,9 +21,14 @@ export interface DeviceRow {
     vcpuCpuUsPerRequest: number | null;
   };
   /** The raw storage API, one request at a time. */
-  raw: WorkloadResult | null;
+  raw: RawResult | null;
   /** device IOPS / raw IOPS. */
   ratio: number | null;
+}
+
+export interface RawResult extends WorkloadResult {
+  /** CPU time of the raw worker's thread per request (µs): the storage API's own cost. */
+  cpuUsPerRequest: number | null;
 }
 
 export interface LatencyRow {
@@ -71,6 +76,7 @@ export interface BenchReport {
     floorFirstBytes: number;
     floorLastBytes: number;
     maxBytes: number;
+    samplesBytes: number[];
     method: string;
   } | null;
   limiter: LimiterRow[];
@@ -133,7 +139,7 @@ export function report(out: BenchReport): string {
     `each row: ${out.timing.durationMs} ms measured after ${out.timing.warmupMs} ms warm-up, best of ${out.timing.rounds}; raw = the storage API alone, one request at a time`,
   );
   if (out.device.length > 0) {
-    const header = ['backend', 'workload', 'QD', 'device IOPS', 'MiB/s', 'raw IOPS', 'MiB/s', 'dev/raw', 'dev CPU µs/req', 'vCPU CPU µs/req', 'IRQs/req'];
+    const header = ['backend', 'workload', 'QD', 'device IOPS', 'MiB/s', 'raw IOPS', 'MiB/s', 'dev/raw', 'CPU µs/req: device', 'vCPU', 'raw', 'IRQs/req'];
     const rows: Cell[][] = out.device.map((r) => [
       r.backend,
       r.workload,
@@ -145,6 +151,7 @@ export function report(out: BenchReport): string {
       num(r.ratio, 2),
       num(r.device.deviceCpuUsPerRequest, 2),
       num(r.device.vcpuCpuUsPerRequest, 2),
+      num(r.raw?.cpuUsPerRequest, 2),
       num(r.device.deviceCompleted > 0 ? r.device.interrupts / r.device.deviceCompleted : null, 2),
     ]);
     parts.push('', 'Throughput: guest driver (vCPU worker) → device worker → storage → used ring → IRQ', formatTable(header, rows));
@@ -172,7 +179,7 @@ export function report(out: BenchReport): string {
     parts.push(
       '',
       `Device worker JS heap over ${num(m.requests)} requests (${m.backend} ${m.workload}, ${num(m.iops)} IOPS): ` +
-        `floor ${num(m.floorFirstBytes / 1024)} KiB → ${num(m.floorLastBytes / 1024)} KiB (${growth >= 0 ? '+' : ''}${num(growth / 1024, 1)} KiB), ` +
+        `floor (lowest sample) in the first half ${num(m.floorFirstBytes / 1024)} KiB, second half ${num(m.floorLastBytes / 1024)} KiB (${growth >= 0 ? '+' : ''}${num(growth / 1024, 1)} KiB), ` +
         `peak ${num(m.maxBytes / 1024)} KiB, ${m.samples} samples (CDP Runtime.getHeapUsage)`,
     );
   }
