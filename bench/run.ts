@@ -158,12 +158,22 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
         log(`${c.label} ${key}: device ${Math.round(dev.iops)} IOPS (${dev.deviceCpuUsPerRequest?.toFixed(2) ?? '?'} µs CPU/req in the device worker)`);
       }
     }
+    // Diagnostic: the raw API again, but with a new view per request as the
+    // device path makes them (GuestMemory.view → subarray). The gap between
+    // this and the raw row is what fresh views cost the storage API itself.
+    for (const name of ['4K randread', '1M seqread']) {
+      const w = WORKLOADS.find((x) => x.name === name)!;
+      const fresh = await rawRun(page, threads.raw, spec(w, timing, { queueDepth: 1, rawFreshViews: true }));
+      const reused = await rawRun(page, threads.raw, spec(w, timing, { queueDepth: 1 }));
+      out.freshViews.push({ backend: c.label, workload: name, reused, fresh });
+      log(`${c.label} raw ${name}: reused views ${Math.round(reused.iops)} IOPS, fresh views ${Math.round(fresh.iops)} IOPS`);
+    }
     for (const row of best.values()) {
       row.raw = rawBest.get(row.workload) ?? null;
       row.ratio = row.raw ? row.device.iops / row.raw.iops : null;
       out.device.push(row);
     }
-    if (only.has('latency')) out.latency.push(await latencyFor(page, c));
+    if (only.has('latency')) out.latency.push(await latencyFor(page, c, threads, pageWorkers));
     if (only.has('memory') && c.label === 'OPFS') out.memory = await memoryGrowth(page, c);
     if (only.has('profile') && c.label === 'OPFS') out.profile = await profile(page, c);
     await callPage(page, 'rawClose');
@@ -177,14 +187,29 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
 
 let inspector: WorkerInspector | null = null;
 
-async function latencyFor(page: Page, c: BackendCase): Promise<LatencyRow> {
+async function latencyFor(page: Page, c: BackendCase, threads: Threads, pageWorkers: ThreadRef[]): Promise<LatencyRow> {
   const w = WORKLOADS.find((x) => x.name === '4K randread' && x.queueDepth === 1)!;
   const s = spec(w, { ...timing, durationMs: timing.latencyMs }, { recordLatency: true, maxRequests: 200_000, seed: 9 });
-  const device = await callPage<WorkloadResult>(page, 'device', s);
+  const d0 = threads.device ? cpuNs(threads.device) : null;
+  const device = await callPage<DeviceResult>(page, 'device', s);
+  const d1 = threads.device ? cpuNs(threads.device) : null;
   const raw = await callPage<WorkloadResult>(page, 'raw', s);
+  // The pong thread does what the device thread does at QD1 minus the device:
+  // wake, store, notify, sleep. Its CPU per round trip is the floor.
+  const others = pageWorkers.filter((t) => t.tid !== threads.vcpu?.tid);
+  const before = others.map((t) => cpuNs(t) ?? 0);
   const atomics = await callPage<LatencySummary>(page, 'atomicsRoundTrip', { rounds: timing.atomicsRounds });
+  const pongNs = others.length > 0 ? Math.max(...others.map((t, i) => (cpuNs(t) ?? 0) - before[i]!)) : null;
   log(`${c.label} QD1 latency: device median ${device.latency?.medianUs.toFixed(1)} µs, Atomics round trip ${atomics.medianUs.toFixed(1)} µs`);
-  return { backend: c.label, workload: '4K randread QD1', device: device.latency!, raw: raw.latency!, atomics };
+  return {
+    backend: c.label,
+    workload: '4K randread QD1',
+    device: device.latency!,
+    raw: raw.latency!,
+    atomics,
+    deviceCpuUsPerRequest: d0 !== null && d1 !== null ? (d1 - d0) / 1000 / device.deviceCompleted : null,
+    pongCpuUsPerRoundTrip: pongNs !== null ? pongNs / 1000 / timing.atomicsRounds : null,
+  };
 }
 
 async function memoryGrowth(page: Page, c: BackendCase): Promise<BenchReport['memory']> {
@@ -283,6 +308,7 @@ async function main(): Promise<void> {
     host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadAverageAtStart: loadavg(), userAgent: '', crossOriginIsolated: false },
     device: [],
     latency: [],
+    freshViews: [],
     memory: null,
     limiter: [],
     profile: null,

@@ -13,8 +13,8 @@ import type { BenchBackend, WorkloadResult, WorkloadSpec } from './protocol.ts';
 const RAM_BASE = 0x4000_0000;
 /** Guest RAM: rings, indirect tables and up to 32 × 1 MiB of data buffers. */
 const RAM_PAGES = (48 << 20) / 65536;
-/** The raw worker's own shared memory: a 1 MiB view at 1 MiB. */
-const RAW_RAM_PAGES = (2 << 20) / 65536;
+/** The raw worker's own shared memory: its 8 buffers of up to 1 MiB. */
+const RAW_RAM_PAGES = (8 << 20) / 65536;
 
 export interface BenchPage {
   call(op: string, args?: unknown): Promise<unknown>;
@@ -92,6 +92,11 @@ const ops: Record<string, (args: never) => Promise<unknown> | unknown> = {
     raw.call('open', backend.kind === 'memory' ? { kind: 'memory', sizeBytes: backend.sizeBytes } : backend),
   raw: (spec: WorkloadSpec) => raw.call<WorkloadResult>('workload', spec),
   rawClose: () => raw.call('close'),
+  /** Diagnostic: point the raw worker at guest RAM itself (only while no disk is open: it overwrites the rings). */
+  rawUseRam: ({ guest }: { guest: boolean }) => {
+    if (guest && disk) throw new Error('close the disk first: raw reads would overwrite its rings');
+    return raw.call('setRam', { memory: guest ? ram : rawRam });
+  },
   /** The bare Atomics notify → wait round trip between two workers. */
   atomicsRoundTrip: async ({ rounds }: { rounds: number }) => {
     const words = new Int32Array(new SharedArrayBuffer(8));

@@ -39,6 +39,11 @@ export interface WorkloadSpec {
   spanBytes: number;
   /** Record every request's latency (QD1 latency rows). */
   recordLatency: boolean;
+  /**
+   * Raw side only: a new Uint8Array view for every request, as the device
+   * makes with GuestMemory.view, instead of reusing a few (a diagnostic row).
+   */
+  rawFreshViews?: boolean;
   seed: number;
 }
 

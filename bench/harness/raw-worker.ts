@@ -17,6 +17,9 @@ interface RawTarget {
   close(): void;
 }
 
+/** Guest buffers the raw loop takes in turn (the device's QD8 for 1 MiB). */
+const RAW_BUFFERS = 8;
+
 let target: RawTarget | null = null;
 let ram: WebAssembly.Memory | null = null;
 
@@ -71,8 +74,22 @@ async function open(args: { kind: 'memory'; sizeBytes: number } | { kind: 'opfs'
 function run(spec: WorkloadSpec): WorkloadResult {
   if (!target || !ram) throw new Error('no raw target open');
   const t = target;
-  // The guest buffer: a view on the shared memory, as the device gets.
-  const view = new Uint8Array(ram.buffer, 1 << 20, spec.blockBytes);
+  // Guest buffers: views on the shared memory, as the device gets, taken in
+  // turn like the device's queue slots (one hot buffer would stay in the CPU
+  // cache and flatter the raw side). Made once, unless the spec asks for a
+  // fresh view per request, which is what the device path does.
+  const count = Math.max(1, Math.min(RAW_BUFFERS, Math.floor(ram.buffer.byteLength / spec.blockBytes)));
+  const views = Array.from({ length: count }, (_, i) => new Uint8Array(ram!.buffer, i * spec.blockBytes, spec.blockBytes));
+  let turn = 0;
+  const nextView = spec.rawFreshViews
+    ? () => {
+        turn = turn + 1 === count ? 0 : turn + 1;
+        return new Uint8Array(ram!.buffer, turn * spec.blockBytes, spec.blockBytes);
+      }
+    : () => {
+        turn = turn + 1 === count ? 0 : turn + 1;
+        return views[turn]!;
+      };
   const picker = new BlockPicker(spec);
   const write = spec.op === IoOp.Write;
   const maxSamples = spec.recordLatency ? Math.max(1, spec.maxRequests || 200_000) : 0;
@@ -81,6 +98,7 @@ function run(spec: WorkloadSpec): WorkloadResult {
   const warmupEnd = performance.now() + spec.warmupMs;
   while (performance.now() < warmupEnd) {
     const offset = picker.next() * spec.blockBytes;
+    const view = nextView();
     if (write) t.write(offset, view);
     else t.read(offset, view);
   }
@@ -93,6 +111,7 @@ function run(spec: WorkloadSpec): WorkloadResult {
   while (now < deadline && (spec.maxRequests === 0 || requests < spec.maxRequests)) {
     for (let i = 0; i < every; i++) {
       const offset = picker.next() * spec.blockBytes;
+      const view = nextView();
       const t0 = spec.recordLatency ? performance.now() : 0;
       if (write) t.write(offset, view);
       else t.read(offset, view);

@@ -37,6 +37,10 @@ export interface LatencyRow {
   device: LatencySummary;
   raw: LatencySummary;
   atomics: LatencySummary;
+  /** The device worker thread's CPU per QD1 request (µs). */
+  deviceCpuUsPerRequest: number | null;
+  /** The pong worker thread's CPU per bare round trip (µs): wake, store, notify, sleep. */
+  pongCpuUsPerRoundTrip: number | null;
 }
 
 export interface LimiterRow {
@@ -67,6 +71,8 @@ export interface BenchReport {
   };
   device: DeviceRow[];
   latency: LatencyRow[];
+  /** The raw API with views reused (as the raw rows) and with a new view per request (as the device makes them). */
+  freshViews: Array<{ backend: string; workload: string; reused: RawResult; fresh: RawResult }>;
   memory: {
     backend: string;
     workload: string;
@@ -158,7 +164,7 @@ export function report(out: BenchReport): string {
     parts.push('', 'Targets', formatTable(['target', 'goal', 'measured', ''], targets(out.device).map((t) => [t.what, t.goal, t.shown, t.met === null ? 'not measured' : t.met ? 'met' : 'SHORT'])));
   }
   if (out.latency.length > 0) {
-    const header = ['backend', 'workload', 'device median µs', 'p99', 'mean', 'raw median µs', 'p99', 'Atomics RT median µs', 'p99', 'mean'];
+    const header = ['backend', 'workload', 'device median µs', 'p99', 'mean', 'raw median µs', 'p99', 'Atomics RT median µs', 'p99', 'mean', 'CPU µs: device/req', 'pong/RT'];
     const rows: Cell[][] = out.latency.map((l) => [
       l.backend,
       l.workload,
@@ -170,8 +176,23 @@ export function report(out: BenchReport): string {
       num(l.atomics.medianUs, 1),
       num(l.atomics.p99Us, 1),
       num(l.atomics.meanUs, 1),
+      num(l.deviceCpuUsPerRequest, 2),
+      num(l.pongCpuUsPerRoundTrip, 2),
     ]);
     parts.push('', 'QD1 notify-to-completion latency vs the bare Atomics notify → wait round trip between two workers (performance.now in isolated workers: 5 µs steps)', formatTable(header, rows));
+  }
+  if (out.freshViews.length > 0) {
+    const header = ['backend', 'raw workload', 'reused views IOPS', 'CPU µs/req', 'new view per request IOPS', 'CPU µs/req', 'ratio'];
+    const rows: Cell[][] = out.freshViews.map((f) => [
+      f.backend,
+      f.workload,
+      num(f.reused.iops),
+      num(f.reused.cpuUsPerRequest, 2),
+      num(f.fresh.iops),
+      num(f.fresh.cpuUsPerRequest, 2),
+      num(f.fresh.iops / f.reused.iops, 2),
+    ]);
+    parts.push('', 'Diagnostic: the raw storage API given the same few Uint8Array views vs a new view per request (what GuestMemory.view does)', formatTable(header, rows));
   }
   if (out.memory) {
     const m = out.memory;
