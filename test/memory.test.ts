@@ -82,3 +82,40 @@ describe('GuestMemory', () => {
     expect(mem.readU32(BASE + 8)).toBe(1);
   });
 });
+
+describe('GuestMemory.cachedView', () => {
+  it('returns the same view for the same range, and a fresh one after a non-shared memory grew (old views detach)', () => {
+    const wasm = new WebAssembly.Memory({ initial: 1, maximum: 4 });
+    const mem = new GuestMemory([{ guestAddress: BASE, source: wasm, size: 4 * 65536 }]);
+    const a = mem.cachedView(BASE + 4096, 512)!;
+    expect(mem.cachedView(BASE + 4096, 512)).toBe(a);
+    expect(mem.cachedView(BASE + 4096, 1024)).not.toBe(a); // another length: another view
+    wasm.grow(1);
+    const b = mem.cachedView(BASE + 4096, 1024)!;
+    expect(b.length).toBe(1024);
+    b[0] = 9;
+    expect(new Uint8Array(wasm.buffer)[4096]).toBe(9);
+    expect(mem.cachedView(BASE + 65536, 16)).not.toBeNull();
+  });
+
+  it('keeps using views across a shared memory grow (they stay valid)', () => {
+    const wasm = new WebAssembly.Memory({ initial: 1, maximum: 4, shared: true });
+    const mem = new GuestMemory([{ guestAddress: BASE, source: wasm, size: 4 * 65536 }]);
+    const a = mem.cachedView(BASE, 64)!;
+    wasm.grow(1);
+    expect(mem.cachedView(BASE, 64)).toBe(a);
+    a[1] = 5;
+    expect(new Uint8Array(wasm.buffer)[1]).toBe(5);
+  });
+});
+
+describe('GuestMemory after a non-shared grow', () => {
+  it('re-derives views for addresses below the old end too (the old buffer is detached)', () => {
+    const wasm = new WebAssembly.Memory({ initial: 1, maximum: 4 });
+    const mem = new GuestMemory([{ guestAddress: BASE, source: wasm, size: 4 * 65536 }]);
+    mem.writeU32(BASE + 16, 3);
+    wasm.grow(1);
+    expect(mem.readU32(BASE + 16)).toBe(3);
+    expect(mem.view(BASE, 32)!.length).toBe(32);
+  });
+});

@@ -58,6 +58,8 @@ interface FileHandleWithModes {
 }
 
 export class OpfsBackend implements BlockBackend {
+  /** The options object for every read and write: one per backend, not one per call. */
+  readonly #at = { at: 0 };
   readonly readOnly: boolean;
   readonly supportsDiscard = true;
   readonly supportsWriteZeroes = true;
@@ -145,7 +147,8 @@ export class OpfsBackend implements BlockBackend {
     let done = 0;
     try {
       while (done < dst.length) {
-        const n = handle.read(done === 0 ? dst : dst.subarray(done), { at: offset + done });
+        this.#at.at = offset + done;
+        const n = handle.read(done === 0 ? dst : dst.subarray(done), this.#at);
         if (n <= 0) break;
         done += n;
       }
@@ -243,7 +246,8 @@ export class OpfsBackend implements BlockBackend {
     let done = 0;
     try {
       while (done < src.length) {
-        const n = handle.write(done === 0 ? src : src.subarray(done), { at: offset + done });
+        this.#at.at = offset + done;
+        const n = handle.write(done === 0 ? src : src.subarray(done), this.#at);
         if (n <= 0) break;
         done += n;
       }

@@ -584,7 +584,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     const backend = this.#backend;
     while (remaining > 0) {
       const n = Math.min(chain.len[seg]! - within, remaining);
-      const view = mem.view(chain.addr[seg]! + within, n);
+      const view = mem.cachedView(chain.addr[seg]! + within, n);
       if (!view) return BlkStatus.IoErr;
       const r = write ? backend.write(offset, view) : backend.read(offset, view);
       offset += n;
@@ -614,7 +614,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     views.length = 0;
     for (let remaining = bytes; remaining > 0; seg++, within = 0) {
       const n = Math.min(chain.len[seg]! - within, remaining);
-      const view = mem.view(chain.addr[seg]! + within, n);
+      const view = mem.cachedView(chain.addr[seg]! + within, n);
       if (!view) return BlkStatus.IoErr;
       views.push(view);
       remaining -= n;
