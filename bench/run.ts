@@ -173,7 +173,7 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
       row.ratio = row.raw ? row.device.iops / row.raw.iops : null;
       out.device.push(row);
     }
-    if (only.has('latency')) out.latency.push(await latencyFor(page, c, threads, pageWorkers));
+    if (only.has('latency')) out.latency.push(await latencyFor(page, profileDir, c, threads, pageWorkers));
     if (only.has('memory') && c.label === 'OPFS') out.memory = await memoryGrowth(page, c);
     if (only.has('profile') && c.label === 'OPFS') out.profile = await profile(page, c);
     await callPage(page, 'rawClose');
@@ -187,7 +187,10 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
 
 let inspector: WorkerInspector | null = null;
 
-async function latencyFor(page: Page, c: BackendCase, threads: Threads, pageWorkers: ThreadRef[]): Promise<LatencyRow> {
+/** Doorbell polling before sleep for the spinning QD1 row (µs). */
+const SPIN_MICROS = 50;
+
+async function latencyFor(page: Page, profileDir: string, c: BackendCase, threads: Threads, pageWorkers: ThreadRef[]): Promise<LatencyRow> {
   const w = WORKLOADS.find((x) => x.name === '4K randread' && x.queueDepth === 1)!;
   const s = spec(w, { ...timing, durationMs: timing.latencyMs }, { recordLatency: true, maxRequests: 200_000, seed: 9 });
   const d0 = threads.device ? cpuNs(threads.device) : null;
@@ -200,13 +203,21 @@ async function latencyFor(page: Page, c: BackendCase, threads: Threads, pageWork
   const before = others.map((t) => cpuNs(t) ?? 0);
   const atomics = await callPage<LatencySummary>(page, 'atomicsRoundTrip', { rounds: timing.atomicsRounds });
   const pongNs = others.length > 0 ? Math.max(...others.map((t, i) => (cpuNs(t) ?? 0) - before[i]!)) : null;
-  log(`${c.label} QD1 latency: device median ${device.latency?.medianUs.toFixed(1)} µs, Atomics round trip ${atomics.medianUs.toFixed(1)} µs`);
+  // The same with the device worker polling its doorbell before it sleeps
+  // (createDisk's spinMicros): a disk of its own, then the plain one again.
+  await callPage(page, 'closeDisk');
+  await callPage(page, 'openDisk', { backend: c.device, spinMicros: SPIN_MICROS });
+  const spun = await callPage<DeviceResult>(page, 'device', s);
+  await callPage(page, 'closeDisk');
+  threads.device = await openDisk(page, profileDir, c);
+  log(`${c.label} QD1 latency: device median ${device.latency?.medianUs.toFixed(1)} µs (spinning ${spun.latency?.medianUs.toFixed(1)} µs), Atomics round trip ${atomics.medianUs.toFixed(1)} µs`);
   return {
     backend: c.label,
     workload: '4K randread QD1',
     device: device.latency!,
     raw: raw.latency!,
     atomics,
+    spin: { spinMicros: SPIN_MICROS, latency: spun.latency!, iops: spun.iops },
     deviceCpuUsPerRequest: d0 !== null && d1 !== null ? (d1 - d0) / 1000 / device.deviceCompleted : null,
     pongCpuUsPerRoundTrip: pongNs !== null ? pongNs / 1000 / timing.atomicsRounds : null,
   };

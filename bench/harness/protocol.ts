@@ -6,6 +6,8 @@
 // whole device path by the vCPU worker, and against the raw storage API by the
 // raw worker, so that the two figures are comparable row by row.
 
+import { Random } from '../../src/demo/workload.ts';
+
 /** What a workload does to the disk. */
 export const IoOp = {
   Read: 'read',
@@ -88,34 +90,23 @@ export function summarise(samples: Float64Array): LatencySummary {
   return { samples: n, medianUs: at(0.5), p99Us: at(0.99), meanUs: sum / n, minUs: samples[0]!, maxUs: samples[n - 1]! };
 }
 
-/** xorshift32: seedable, allocation-free; picks block numbers. */
+/** Picks block numbers: in order, or uniformly at random (the demo's seedable xorshift). */
 export class BlockPicker {
-  #x: number;
-  #next = 0;
+  readonly #random: Random | null;
   readonly #blocks: number;
-  readonly #random: boolean;
+  #next = 0;
 
   constructor(spec: Pick<WorkloadSpec, 'pattern' | 'blockBytes' | 'spanBytes' | 'seed'>) {
-    this.#x = (spec.seed * 2654435761) >>> 0 || 1;
     this.#blocks = Math.floor(spec.spanBytes / spec.blockBytes);
-    this.#random = spec.pattern === AccessPattern.Random;
+    this.#random = spec.pattern === AccessPattern.Random ? new Random(spec.seed) : null;
     if (this.#blocks < 1) throw new RangeError('the span holds no whole block');
   }
 
   /** The next block number in [0, blocks). */
   next(): number {
-    if (!this.#random) {
-      const b = this.#next;
-      this.#next = b + 1 === this.#blocks ? 0 : b + 1;
-      return b;
-    }
-    let x = this.#x;
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    this.#x = x;
-    return Math.floor((x / 0x1_0000_0000) * this.#blocks);
+    if (this.#random) return this.#random.below(this.#blocks);
+    const b = this.#next;
+    this.#next = b + 1 === this.#blocks ? 0 : b + 1;
+    return b;
   }
 }

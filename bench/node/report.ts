@@ -37,6 +37,8 @@ export interface LatencyRow {
   device: LatencySummary;
   raw: LatencySummary;
   atomics: LatencySummary;
+  /** The same QD1 run on a disk whose device worker polls its doorbell `spinMicros` before sleeping. */
+  spin: { spinMicros: number; latency: LatencySummary; iops: number };
   /** The device worker thread's CPU per QD1 request (µs). */
   deviceCpuUsPerRequest: number | null;
   /** The pong worker thread's CPU per bare round trip (µs): wake, store, notify, sleep. */
@@ -164,13 +166,15 @@ export function report(out: BenchReport): string {
     parts.push('', 'Targets', formatTable(['target', 'goal', 'measured', ''], targets(out.device).map((t) => [t.what, t.goal, t.shown, t.met === null ? 'not measured' : t.met ? 'met' : 'SHORT'])));
   }
   if (out.latency.length > 0) {
-    const header = ['backend', 'workload', 'device median µs', 'p99', 'mean', 'raw median µs', 'p99', 'Atomics RT median µs', 'p99', 'mean', 'CPU µs: device/req', 'pong/RT'];
+    const header = ['backend', 'workload', 'device median µs', 'p99', 'mean', 'spinning median', 'mean', 'raw median µs', 'p99', 'Atomics RT median µs', 'p99', 'mean', 'CPU µs: device/req', 'pong/RT'];
     const rows: Cell[][] = out.latency.map((l) => [
       l.backend,
       l.workload,
       num(l.device.medianUs, 1),
       num(l.device.p99Us, 1),
       num(l.device.meanUs, 1),
+      num(l.spin.latency.medianUs, 1),
+      num(l.spin.latency.meanUs, 1),
       num(l.raw.medianUs, 1),
       num(l.raw.p99Us, 1),
       num(l.atomics.medianUs, 1),
@@ -179,7 +183,12 @@ export function report(out: BenchReport): string {
       num(l.deviceCpuUsPerRequest, 2),
       num(l.pongCpuUsPerRoundTrip, 2),
     ]);
-    parts.push('', 'QD1 notify-to-completion latency vs the bare Atomics notify → wait round trip between two workers (performance.now in isolated workers: 5 µs steps)', formatTable(header, rows));
+    const spin = out.latency[0]!.spin.spinMicros;
+    parts.push(
+      '',
+      `QD1 notify-to-completion latency vs the bare Atomics notify → wait round trip between two workers; "spinning": createDisk({spinMicros: ${spin}}) (performance.now in isolated workers: 5 µs steps)`,
+      formatTable(header, rows),
+    );
   }
   if (out.freshViews.length > 0) {
     const header = ['backend', 'raw workload', 'reused views IOPS', 'CPU µs/req', 'new view per request IOPS', 'CPU µs/req', 'ratio'];
