@@ -93,11 +93,6 @@ const ops: Record<string, (args: never) => Promise<unknown> | unknown> = {
     raw.call('open', backend.kind === 'memory' ? { kind: 'memory', sizeBytes: backend.sizeBytes } : backend),
   raw: (spec: WorkloadSpec) => raw.call<WorkloadResult>('workload', spec),
   rawClose: () => raw.call('close'),
-  /** Diagnostic: point the raw worker at guest RAM itself (only while no disk is open: it overwrites the rings). */
-  rawUseRam: ({ guest }: { guest: boolean }) => {
-    if (guest && disk) throw new Error('close the disk first: raw reads would overwrite its rings');
-    return raw.call('setRam', { memory: guest ? ram : rawRam });
-  },
   /** The bare Atomics notify → wait round trip between two workers. */
   atomicsRoundTrip: async ({ rounds }: { rounds: number }) => {
     const words = new Int32Array(new SharedArrayBuffer(8));
