@@ -112,15 +112,16 @@ test('an OPFS disk keeps flushed data across a reload and a browser restart', as
   await page.reload();
 
   h = await openHarness(page, 'guest');
-  // Opened as it is: no size this time.
-  const info = await attach(h, { kind: 'opfs', name: 'persist', directory: 'e2e' });
+  // Opened as it is: no size this time. The reloaded page's old device worker
+  // releases the disk's lock a moment after the reload: wait for it, bounded.
+  const info = await attach(h, { kind: 'opfs', name: 'persist', directory: 'e2e', lockWaitMs: 10_000 });
   expect(info.capacitySectors).toBe((8 * MiB) / SECTOR);
   expect(await h.call('checkPattern', { sector: 2048, bytes: 256 * 1024, seed: 91 })).toBe(-1);
   await h.call('writePattern', { sector: 0, bytes: 4096, seed: 92 });
   await h.call('flush');
 
   h = await openHarness(await profile.relaunch(), 'guest');
-  await attach(h, { kind: 'opfs', name: 'persist', directory: 'e2e' });
+  await attach(h, { kind: 'opfs', name: 'persist', directory: 'e2e', lockWaitMs: 10_000 });
   expect(await h.call('checkPattern', { sector: 0, bytes: 4096, seed: 92 })).toBe(-1);
   expect(await h.call('checkPattern', { sector: 2048, bytes: 256 * 1024, seed: 91 })).toBe(-1);
 });

@@ -40,7 +40,17 @@ export interface OpfsBackendOptions {
    * share it with a writer.
    */
   readOnly?: boolean;
+  /**
+   * How long to keep trying when another holder has the disk, in ms
+   * (default 0: fail with 'in-use' at once). After a page reload the old
+   * page's worker releases its lock a moment later; a short wait lets the
+   * new page take over without the user seeing 'in-use'. Never unbounded.
+   */
+  lockWaitMs?: number;
 }
+
+/** How often a bounded lock wait tries again. */
+const LOCK_RETRY_MS = 50;
 
 /** The Web Lock that guards a disk; exported so tools can query `navigator.locks`. */
 export function opfsLockName(name: string, directory = ''): string {
@@ -103,7 +113,12 @@ export class OpfsBackend implements BlockBackend {
         `OPFS disk "${path}": sync access handles exist only in dedicated workers; open it in the device worker`,
       );
     }
-    const lock = await acquireLock(opfsLockName(name, directory), readOnly ? 'shared' : 'exclusive', path);
+    const lock = await acquireLockWithin(
+      opfsLockName(name, directory),
+      readOnly ? 'shared' : 'exclusive',
+      path,
+      options.lockWaitMs ?? 0,
+    );
     let handle: FileSystemSyncAccessHandle | undefined;
     let createdHere = false;
     try {
@@ -369,6 +384,20 @@ async function openFile(
 interface HeldLock {
   release(): void;
   released: Promise<void>;
+}
+
+/** `acquireLock`, retried every LOCK_RETRY_MS while the disk is in use, for at most `waitMs`. */
+async function acquireLockWithin(lockName: string, mode: LockMode, path: string, waitMs: number): Promise<HeldLock | null> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await acquireLock(lockName, mode, path);
+    } catch (err) {
+      const inUseNow = err instanceof StorageError && err.code === StorageErrorCode.InUse;
+      if (!inUseNow || Date.now() + LOCK_RETRY_MS > deadline) throw err;
+      await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
+    }
+  }
 }
 
 /**

@@ -83,7 +83,7 @@ function describeError(err: unknown): string {
 function backendSpec(): Exclude<BackendSpec, { kind: 'module' }> {
   const size = Math.max(1, Number(ui.size.value) || 64) * MiB;
   const readOnly = ui.readOnly.checked;
-  if (ui.backend.value === 'opfs') return { kind: 'opfs', name: ui.name.value.trim() || 'lab-disk', directory: OPFS_DIRECTORY, size, readOnly };
+  if (ui.backend.value === 'opfs') return { kind: 'opfs', name: ui.name.value.trim() || 'lab-disk', directory: OPFS_DIRECTORY, size, readOnly, lockWaitMs: 3000 };
   return { kind: 'memory', size, readOnly };
 }
 

@@ -41,6 +41,8 @@ export type BackendSpec =
       /** Create the disk at this size when it does not exist. */
       size?: number;
       readOnly?: boolean;
+      /** Keep trying this long (ms) while another holder has the disk; default 0 (OpfsBackendOptions.lockWaitMs). */
+      lockWaitMs?: number;
     }
   | {
       /**
