@@ -16,6 +16,15 @@ function rig() {
   return { mmio, device, transport };
 }
 
+/** A GET_ID with no id buffer (header + status only), completed before returning. */
+function completeStatusOnlyGetId(q: RawQueue): void {
+  q.header(q.heap, 8, 0);
+  q.setDesc(0, q.heap, 16, 1, 1);
+  q.setDesc(1, q.heap + 16, 1, 2);
+  q.offer(0);
+  q.notify();
+}
+
 const { Acknowledge: ACK, Driver: DRV, FeaturesOk: FOK, DriverOk: DOK } = DeviceStatus;
 
 describe('virtio-mmio v2 register file (§4.2.2)', () => {
@@ -104,11 +113,7 @@ describe('virtio-mmio v2 register file (§4.2.2)', () => {
   it('reset clears InterruptStatus, QueueReady, features and Status; the device can be brought up again', () => {
     const q = new RawQueue();
     q.driverOk();
-    q.header(q.heap, 8, 0);
-    q.setDesc(0, q.heap, 16, 1, 1);
-    q.setDesc(1, q.heap + 16, 1, 2);
-    q.offer(0);
-    q.notify();
+    completeStatusOnlyGetId(q);
     const m = q.disk.mmio;
     expect(m.read(MmioReg.InterruptStatus, 4)).not.toBe(0);
     m.write(MmioReg.Status, 0, 4);
@@ -125,11 +130,7 @@ describe('virtio-mmio v2 register file (§4.2.2)', () => {
   it('InterruptACK clears only the acknowledged bits', () => {
     const q = new RawQueue();
     q.driverOk();
-    q.header(q.heap, 8, 0);
-    q.setDesc(0, q.heap, 16, 1, 1);
-    q.setDesc(1, q.heap + 16, 1, 2);
-    q.offer(0);
-    q.notify();
+    completeStatusOnlyGetId(q);
     void q.disk.resize(2 << 20);
     const m = q.disk.mmio;
     expect(m.read(MmioReg.InterruptStatus, 4)).toBe(MmioInterrupt.UsedBuffer | MmioInterrupt.ConfigChange);

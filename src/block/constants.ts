@@ -2,6 +2,8 @@
 // bytes and the configuration-space layout. Shared by the device and the
 // guest-side driver.
 
+import { VirtioFeature } from '../virtio/device.ts';
+
 /** Device type of a block device (§5). */
 export const VIRTIO_ID_BLOCK = 2;
 
@@ -81,3 +83,25 @@ export const BlkConfig = {
   /** Length through unused1[3]: secure-erase fields follow only with that feature. */
   Size: 60,
 } as const;
+
+/**
+ * Every feature this project implements, device and driver side alike. The
+ * device offers all of them except RO, DISCARD and WRITE_ZEROES, which it
+ * offers only when they apply; the driver accepts any of them.
+ */
+export const BLK_SUPPORTED_FEATURES =
+  (1n << VirtioFeature.Version1) |
+  (1n << VirtioFeature.RingEventIdx) |
+  (1n << VirtioFeature.RingIndirectDesc) |
+  (1n << BlkFeature.SizeMax) |
+  (1n << BlkFeature.SegMax) |
+  (1n << BlkFeature.BlkSize) |
+  (1n << BlkFeature.Topology) |
+  (1n << BlkFeature.Ro) |
+  (1n << BlkFeature.Flush) |
+  (1n << BlkFeature.ConfigWce) |
+  (1n << BlkFeature.Discard) |
+  (1n << BlkFeature.WriteZeroes);
+
+/** The features of BLK_SUPPORTED_FEATURES a device offers only when they apply. */
+export const BLK_CONDITIONAL_FEATURES = (1n << BlkFeature.Ro) | (1n << BlkFeature.Discard) | (1n << BlkFeature.WriteZeroes);

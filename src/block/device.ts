@@ -14,12 +14,14 @@
 // with used.len 0, and an unusable ring sets DEVICE_NEEDS_RESET.
 
 import { StorageError, isPromise, toStorageError, type BlockBackend } from '../backends/backend.ts';
-import { VirtioFeature, hasFeature, type ActivateContext, type VirtioDevice } from '../virtio/device.ts';
+import { hasFeature, type ActivateContext, type VirtioDevice } from '../virtio/device.ts';
 import type { GuestMemory } from '../virtio/memory.ts';
 import { DescriptorChain, PopResult, type SplitQueue } from '../virtio/queue.ts';
 import {
+  BLK_CONDITIONAL_FEATURES,
   BLK_DWZ_SEGMENT_BYTES,
   BLK_ID_BYTES,
+  BLK_SUPPORTED_FEATURES,
   BlkConfig,
   BlkFeature,
   BlkRequestType,
@@ -215,16 +217,7 @@ export class VirtioBlkDevice implements VirtioDevice {
 
     const discard = backend.supportsDiscard && !this.#readOnly;
     const writeZeroes = backend.supportsWriteZeroes && !this.#readOnly;
-    let f =
-      (1n << VirtioFeature.Version1) |
-      (1n << VirtioFeature.RingEventIdx) |
-      (1n << VirtioFeature.RingIndirectDesc) |
-      (1n << BlkFeature.SizeMax) |
-      (1n << BlkFeature.SegMax) |
-      (1n << BlkFeature.BlkSize) |
-      (1n << BlkFeature.Topology) |
-      (1n << BlkFeature.Flush) |
-      (1n << BlkFeature.ConfigWce);
+    let f = BLK_SUPPORTED_FEATURES & ~BLK_CONDITIONAL_FEATURES;
     if (this.#readOnly) f |= 1n << BlkFeature.Ro;
     if (discard) f |= 1n << BlkFeature.Discard;
     if (writeZeroes) f |= 1n << BlkFeature.WriteZeroes;

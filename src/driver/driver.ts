@@ -13,7 +13,7 @@
 // headers and status bytes, and indirect tables; data buffers are the
 // caller's (any guest addresses), or come from `allocate`.
 
-import { BLK_HEADER_BYTES, BlkConfig, BlkFeature, BlkRequestType, BlkStatus, SECTOR_SIZE, VIRTIO_ID_BLOCK } from '../block/constants.ts';
+import { BLK_HEADER_BYTES, BLK_SUPPORTED_FEATURES, BlkConfig, BlkFeature, BlkRequestType, BlkStatus, SECTOR_SIZE, VIRTIO_ID_BLOCK } from '../block/constants.ts';
 import { DeviceStatus, VirtioFeature, hasFeature } from '../virtio/device.ts';
 import type { GuestMemory } from '../virtio/memory.ts';
 import { MMIO_MAGIC, MmioInterrupt, MmioReg } from '../virtio/mmio.ts';
@@ -172,20 +172,7 @@ export class VirtioBlkDriver {
     m.write(MmioReg.DeviceFeaturesSel, 1, 4);
     const hi = BigInt(m.read(MmioReg.DeviceFeatures, 4) >>> 0);
     const offered = lo | (hi << 32n);
-    const wanted =
-      (1n << VirtioFeature.Version1) |
-      (1n << VirtioFeature.RingEventIdx) |
-      (1n << VirtioFeature.RingIndirectDesc) |
-      (1n << BlkFeature.SizeMax) |
-      (1n << BlkFeature.SegMax) |
-      (1n << BlkFeature.BlkSize) |
-      (1n << BlkFeature.Topology) |
-      (1n << BlkFeature.Ro) |
-      (1n << BlkFeature.Flush) |
-      (1n << BlkFeature.ConfigWce) |
-      (1n << BlkFeature.Discard) |
-      (1n << BlkFeature.WriteZeroes);
-    const features = offered & wanted & ~(opts.refuseFeatures ?? 0n);
+    const features = offered & BLK_SUPPORTED_FEATURES & ~(opts.refuseFeatures ?? 0n);
     m.write(MmioReg.DriverFeaturesSel, 0, 4);
     m.write(MmioReg.DriverFeatures, Number(features & 0xffff_ffffn), 4);
     m.write(MmioReg.DriverFeaturesSel, 1, 4);
