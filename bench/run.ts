@@ -14,7 +14,7 @@
 // on the OPFS 4 KiB QD32 row. Then the Linux guest section (e2e/linux/bench.ts)
 // when it exists. Nothing here asserts: it prints and writes JSON.
 //
-//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,linux]
+//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,linux] [-- --backend=memory,opfs]
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -39,6 +39,7 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     'no-linux': { type: 'boolean', default: false },
     only: { type: 'string' },
+    backend: { type: 'string' },
   },
 });
 const timing: Timing = values.quick ? QUICK : FULL;
@@ -102,7 +103,9 @@ async function rawRun(page: Page, thread: ThreadRef | null, s: ReturnType<typeof
 }
 
 async function deviceSection(page: Page, profileDir: string, pageWorkers: ThreadRef[], out: BenchReport): Promise<void> {
+  const wanted = values.backend?.toLowerCase().split(',');
   for (const c of backends(timing, out.runId)) {
+    if (wanted && !wanted.includes(c.label.toLowerCase())) continue;
     if (c.fill === 'files' && c.device.kind === 'opfs' && c.raw.kind === 'opfs') {
       log(`${c.label}: writing ${timing.diskBytes >> 20} MiB into each disk file`);
       await callPage(page, 'prepareOpfs', c.device);

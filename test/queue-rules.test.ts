@@ -5,6 +5,7 @@ import { BlkRequestType, BlkStatus } from '../src/block/constants.ts';
 import { DeviceStatus } from '../src/virtio/device.ts';
 import { DescFlag } from '../src/virtio/queue.ts';
 import { MmioInterrupt, MmioReg } from '../src/virtio/mmio.ts';
+import { MemoryBackend } from '../src/backends/memory.ts';
 import { RAW_RAM_BASE, RAW_RAM_BYTES, RawQueue } from './support/raw-queue.ts';
 
 const { Next, Write, Indirect } = DescFlag;
@@ -253,5 +254,32 @@ describe('virtqueue MUST rules', () => {
     for (let i = 0; i < 5; i++) offerRead(q, i * 3, q.heap + i * 0x1000);
     q.notify();
     expect(q.takeUsed()).toEqual([0, 3, 6, 9, 12].map((id) => ({ id, len: 513 })));
+  });
+
+  it('a long batch publishes as it goes: the driver sees completions, and its one interrupt, before the batch ends', () => {
+    // What the used ring and the interrupt line looked like as each backend read began.
+    const seen: Array<{ usedIdx: number; irq: number }> = [];
+    let q: RawQueue | null = null;
+    const backend = new MemoryBackend(1 << 20);
+    const read = backend.read.bind(backend);
+    backend.read = (offset, dst) => {
+      seen.push({ usedIdx: q!.usedIdx(), irq: q!.disk.interruptLevel });
+      read(offset, dst);
+    };
+    q = new RawQueue({ size: 128, backend });
+    q.driverOk();
+    q.memory.writeU16(q.avail + 4 + 2 * q.size, 0); // used_event: interrupt at the first completion
+    for (let i = 0; i < 40; i++) offerRead(q, i * 3, q.heap + i * 0x400);
+    q.notify();
+    expect(q.takeUsed()).toHaveLength(40);
+    expect(seen).toHaveLength(40);
+    expect(seen[0]).toEqual({ usedIdx: 0, irq: 0 });
+    // Published in steps while later requests were still to run…
+    const firstStep = seen.findIndex((s) => s.usedIdx > 0);
+    expect(firstStep).toBeGreaterThan(0);
+    expect(firstStep).toBeLessThan(39);
+    expect(seen[firstStep]!.usedIdx).toBe(firstStep);
+    // …and the interrupt the driver asked for came with the first step.
+    expect(seen.findIndex((s) => s.irq !== 0)).toBe(firstStep);
   });
 });
