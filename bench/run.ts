@@ -26,7 +26,7 @@ import type { Page } from 'playwright';
 import { type LatencySummary, type WorkloadResult } from './harness/protocol.ts';
 import { callPage, openBenchBrowser } from './node/browser.ts';
 import { inspectWorkers, sampleHeap, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
-import { FULL, LIMITER_CASES, QUICK, WORKLOADS, backends, spec, type BackendCase, type Timing } from './node/plan.ts';
+import { FULL, LIMITER_CASES, NO_POLLING, NO_POLLING_ROWS, POLLING, QUICK, WORKLOADS, backends, spec, type BackendCase, type Polling, type Timing } from './node/plan.ts';
 import { report, type BenchReport, type DeviceRow, type LatencyRow, type RawResult } from './node/report.ts';
 import { canReadThreads, chromiumPids, cpuNs, newThreads, workerThreads, type ThreadRef } from './node/threads.ts';
 
@@ -59,10 +59,11 @@ interface Threads {
   raw: ThreadRef | null;
 }
 
-async function openDisk(page: Page, profileDir: string, c: BackendCase, limiter?: unknown): Promise<ThreadRef | null> {
+async function openDisk(page: Page, profileDir: string, c: BackendCase, options: { limiter?: unknown; polling?: Polling } = {}): Promise<ThreadRef | null> {
   const pids = canReadThreads ? chromiumPids(profileDir) : [];
   const before = workerThreads(pids);
-  await callPage(page, 'openDisk', { backend: c.device, limiter });
+  const polling = options.polling ?? POLLING;
+  await callPage(page, 'openDisk', { backend: c.device, limiter: options.limiter, ...polling });
   const fresh = newThreads(before, workerThreads(canReadThreads ? chromiumPids(profileDir) : []));
   return fresh.length === 1 ? fresh[0]! : null;
 }
@@ -176,6 +177,7 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
       row.ratio = row.raw ? row.device.iops / row.raw.iops : null;
       out.device.push(row);
     }
+    await noPollingRows(page, profileDir, c, threads, out);
     if (only.has('latency')) out.latency.push(await latencyFor(page, profileDir, c, threads, pageWorkers));
     if (only.has('memory') && c.label === 'OPFS') out.memory = await memoryGrowth(page, c);
     if (only.has('profile') && c.label === 'OPFS') out.profile = await profile(page, c);
@@ -190,8 +192,20 @@ async function deviceSection(page: Page, profileDir: string, pageWorkers: Thread
 
 let inspector: WorkerInspector | null = null;
 
-/** Doorbell polling before sleep for the spinning QD1 row (µs). */
-const SPIN_MICROS = 50;
+/** A few rows again on a disk where neither side polls; then the default disk back. */
+async function noPollingRows(page: Page, profileDir: string, c: BackendCase, threads: Threads, out: BenchReport): Promise<void> {
+  await callPage(page, 'closeDisk');
+  threads.device = await openDisk(page, profileDir, c, { polling: NO_POLLING });
+  for (const [name, qd] of NO_POLLING_ROWS) {
+    const w = WORKLOADS.find((x) => x.name === name && x.queueDepth === qd)!;
+    const dev = await deviceRun(page, threads, spec(w, timing, { seed: 1 }));
+    const row = out.device.find((r) => r.backend === c.label && r.workload === name && r.queueDepth === qd);
+    out.noPolling.push({ backend: c.label, workload: name, queueDepth: qd, device: dev, ratio: row?.raw ? dev.iops / row.raw.iops : null, polled: row?.device.iops ?? null });
+    log(`${c.label} ${name} QD${qd} without polling: ${Math.round(dev.iops)} IOPS`);
+  }
+  await callPage(page, 'closeDisk');
+  threads.device = await openDisk(page, profileDir, c);
+}
 
 async function latencyFor(page: Page, profileDir: string, c: BackendCase, threads: Threads, pageWorkers: ThreadRef[]): Promise<LatencyRow> {
   const w = WORKLOADS.find((x) => x.name === '4K randread' && x.queueDepth === 1)!;
@@ -206,21 +220,21 @@ async function latencyFor(page: Page, profileDir: string, c: BackendCase, thread
   const before = others.map((t) => cpuNs(t) ?? 0);
   const atomics = await callPage<LatencySummary>(page, 'atomicsRoundTrip', { rounds: timing.atomicsRounds });
   const pongNs = others.length > 0 ? Math.max(...others.map((t, i) => (cpuNs(t) ?? 0) - before[i]!)) : null;
-  // The same with the device worker polling its doorbell before it sleeps
-  // (createDisk's spinMicros): a disk of its own, then the plain one again.
+  // The same with neither side polling: a disk of its own, then the default one again.
   await callPage(page, 'closeDisk');
-  await callPage(page, 'openDisk', { backend: c.device, spinMicros: SPIN_MICROS });
-  const spun = await callPage<DeviceResult>(page, 'device', s);
+  await openDisk(page, profileDir, c, { polling: NO_POLLING });
+  const slept = await callPage<DeviceResult>(page, 'device', s);
   await callPage(page, 'closeDisk');
   threads.device = await openDisk(page, profileDir, c);
-  log(`${c.label} QD1 latency: device median ${device.latency?.medianUs.toFixed(1)} µs (spinning ${spun.latency?.medianUs.toFixed(1)} µs), Atomics round trip ${atomics.medianUs.toFixed(1)} µs`);
+  log(`${c.label} QD1 latency: device median ${device.latency?.medianUs.toFixed(1)} µs (without polling ${slept.latency?.medianUs.toFixed(1)} µs), Atomics round trip ${atomics.medianUs.toFixed(1)} µs`);
   return {
     backend: c.label,
     workload: '4K randread QD1',
     device: device.latency!,
     raw: raw.latency!,
     atomics,
-    spin: { spinMicros: SPIN_MICROS, latency: spun.latency!, iops: spun.iops },
+    polling: POLLING,
+    noPolling: { latency: slept.latency!, iops: slept.iops },
     deviceCpuUsPerRequest: d0 !== null && d1 !== null ? (d1 - d0) / 1000 / device.deviceCompleted : null,
     pongCpuUsPerRoundTrip: pongNs !== null ? pongNs / 1000 / timing.atomicsRounds : null,
   };
@@ -256,7 +270,7 @@ async function memoryGrowth(page: Page, c: BackendCase): Promise<BenchReport['me
 async function profile(page: Page, c: BackendCase): Promise<BenchReport['profile']> {
   const device = await inspector!.worker('virtio-blk device');
   const vcpu = await inspector!.worker('bench vcpu');
-  const w = WORKLOADS.find((x) => x.name === '4K randread' && x.queueDepth === 32)!;
+  const w = WORKLOADS.find((x) => x.name === (process.env.PROF_W ?? '4K randread') && x.queueDepth === Number(process.env.PROF_QD ?? 32))!;
   const s = spec(w, { ...timing, durationMs: timing.profileMs }, { seed: 13 });
   let vcpuProfile: ProfileEntry[] = [];
   let result: DeviceResult | null = null;
@@ -278,7 +292,7 @@ async function profile(page: Page, c: BackendCase): Promise<BenchReport['profile
 async function limiterSection(page: Page, profileDir: string, out: BenchReport): Promise<void> {
   const c = backends(timing, out.runId).find((b) => b.device.kind === 'memory')!;
   for (const l of LIMITER_CASES) {
-    await openDisk(page, profileDir, c, l.limiter);
+    await openDisk(page, profileDir, c, { limiter: l.limiter });
     const r = await callPage<DeviceResult>(page, 'device', spec(l.workload, { ...timing, warmupMs: 500, durationMs: timing.limiterMs }));
     await callPage(page, 'closeDisk');
     const configured = l.expect.iops ?? l.expect.bytesPerSecond!;
@@ -320,9 +334,11 @@ async function main(): Promise<void> {
     quick: values.quick,
     timing,
     host: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? '', loadAverageAtStart: loadavg(), userAgent: '', crossOriginIsolated: false },
+    polling: POLLING,
     device: [],
     latency: [],
     freshViews: [],
+    noPolling: [],
     memory: null,
     limiter: [],
     profile: null,

@@ -96,6 +96,7 @@ export {
   type InterruptLine,
 } from './host/disk.ts';
 export type { BackendSpec, DeviceSpec } from './host/protocol.ts';
+export { DEVICE_POLL_MICROS, HaltPoller, VCPU_HALT_POLL_MICROS, type HaltPollOptions, type HaltPollResult } from './host/halt-poll.ts';
 export {
   IrqTrigger,
   kernelCommandLine,

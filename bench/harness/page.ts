@@ -56,7 +56,7 @@ const ops: Record<string, (args: never) => Promise<unknown> | unknown> = {
   prepareOpfs: (args: { directory: string; name: string; sizeBytes: number }) => raw.call('fill', args),
   removeOpfs: (args: { directory: string; name: string }) => raw.call('remove', args),
   /** Open the disk through the worker host and bring the guest driver up on it. */
-  openDisk: async ({ backend, limiter, spinMicros }: { backend: BenchBackend; limiter?: RateLimiterConfig; spinMicros?: number }) => {
+  openDisk: async ({ backend, limiter, spinMicros, haltPollMicros }: { backend: BenchBackend; limiter?: RateLimiterConfig; spinMicros?: number; haltPollMicros?: number }) => {
     if (disk) throw new Error('a disk is already open');
     const spec =
       backend.kind === 'memory'
@@ -69,7 +69,7 @@ const ops: Record<string, (args: never) => Promise<unknown> | unknown> = {
       host: 'worker',
       spinMicros,
     });
-    return vcpu.call('attach', { state: disk.state, ram, ramBase: RAM_BASE });
+    return vcpu.call('attach', { state: disk.state, ram, ramBase: RAM_BASE, haltPollMicros: haltPollMicros ?? 0 });
   },
   closeDisk: async () => {
     if (!disk) return;

@@ -10,6 +10,7 @@
 
 import { BlkRequestType, BlkStatus, SECTOR_SIZE } from '../../src/block/constants.ts';
 import { VirtioBlkDriver, type Segment } from '../../src/driver/driver.ts';
+import { HaltPoller } from '../../src/host/halt-poll.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
 import { MmioRegisters, MmioWord, type MmioState } from '../../src/virtio/mmio.ts';
 import { serve } from '../../e2e/harness/rpc.ts';
@@ -19,6 +20,8 @@ export interface AttachArgs {
   state: MmioState;
   ram: WebAssembly.Memory;
   ramBase: number;
+  /** WFI halt-polling: the most the vCPU polls the IRQ word before it sleeps (0: sleep at once). */
+  haltPollMicros: number;
 }
 
 /** Ids are handed out in order and at most a queue's worth are in flight: 16 bits of id index a slot table. */
@@ -26,6 +29,7 @@ const ID_MASK = 0xffff;
 
 let driver: VirtioBlkDriver | null = null;
 let irq: Int32Array | null = null;
+let poller = new HaltPoller({ maxMicros: 0 });
 /** Data buffers by block size, carved from the driver's arena once (it never frees). */
 const buffers = new Map<number, Segment[]>();
 
@@ -55,7 +59,7 @@ const STATUS_NEEDS_RESET = 0x40;
  */
 function sleepOnIrq(line: Int32Array): boolean {
   while (Atomics.load(line, MmioWord.InterruptStatus) === 0) {
-    if (Atomics.wait(line, MmioWord.InterruptStatus, 0, IRQ_TIMEOUT_MS) === 'timed-out') {
+    if (poller.wait(line, MmioWord.InterruptStatus, 0, IRQ_TIMEOUT_MS) === 'timed-out') {
       if (need().status & STATUS_NEEDS_RESET) throw new Error('the device needs a reset');
       return false;
     }
@@ -182,7 +186,8 @@ function pingPong({ words, rounds }: { words: Int32Array; rounds: number }) {
 }
 
 serve({
-  attach: async ({ state, ram, ramBase }: AttachArgs) => {
+  attach: async ({ state, ram, ramBase, haltPollMicros }: AttachArgs) => {
+    poller = new HaltPoller({ maxMicros: haltPollMicros });
     const memory = new GuestMemory([{ guestAddress: ramBase, source: ram }]);
     const mmio = new MmioRegisters(state);
     irq = state;

@@ -3,6 +3,7 @@
 // backend (IndexedDB, HTTP, overlay) is one entry in `backends()` plus its
 // kind in harness/protocol.ts and page.ts.
 
+import { DEVICE_POLL_MICROS, VCPU_HALT_POLL_MICROS } from '../../src/host/halt-poll.ts';
 import type { RateLimiterConfig } from '../../src/limiter/index.ts';
 import { AccessPattern, IoOp, type BenchBackend, type WorkloadSpec } from '../harness/protocol.ts';
 
@@ -101,6 +102,31 @@ export const WORKLOADS: WorkloadCase[] = [
   ...cases('1M seqread', IoOp.Read, AccessPattern.Sequential, MiB, [1, 8]),
   ...cases('4K randread', IoOp.Read, AccessPattern.Random, 4 * KiB, [1, 8, 32]),
   ...cases('4K randwrite', IoOp.Write, AccessPattern.Random, 4 * KiB, [1, 8, 32]),
+];
+
+/**
+ * How the two sides wait. The default is what createDisk does (the device
+ * worker polls its doorbell, adaptively, up to DEVICE_POLL_MICROS) with a
+ * vCPU whose WFI halt-polls the IRQ word like KVM (HaltPoller, up to
+ * VCPU_HALT_POLL_MICROS). Without polling, both sleep in Atomics.wait at once.
+ */
+export interface Polling {
+  /** createDisk's spinMicros. */
+  spinMicros: number;
+  /** The vCPU's WFI polling window (0: sleep at once). */
+  haltPollMicros: number;
+}
+
+export const POLLING: Polling = { spinMicros: DEVICE_POLL_MICROS, haltPollMicros: VCPU_HALT_POLL_MICROS };
+export const NO_POLLING: Polling = { spinMicros: 0, haltPollMicros: 0 };
+
+/** The rows measured again without polling, to show what it is worth. */
+export const NO_POLLING_ROWS: Array<[name: string, queueDepth: number]> = [
+  ['1M seqread', 1],
+  ['1M seqread', 8],
+  ['1M seqwrite', 8],
+  ['4K randread', 1],
+  ['4K randread', 32],
 ];
 
 export function spec(c: WorkloadCase, t: Timing, extra: Partial<WorkloadSpec> = {}): WorkloadSpec {

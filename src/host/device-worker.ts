@@ -20,6 +20,7 @@ import { VirtioBlkDevice, type Timers } from '../block/device.ts';
 import { RateLimiter, type RateLimiterConfig } from '../limiter/index.ts';
 import { GuestMemory } from '../virtio/memory.ts';
 import { MmioDevice, MmioWord, type MmioState } from '../virtio/mmio.ts';
+import { HaltPoller } from './halt-poll.ts';
 import { openBackend } from './open-backend.ts';
 import { waitAsync } from './wait-async.ts';
 import { ControlWord, StatSlot, toWireError, type HostMessage, type HostRequest } from './protocol.ts';
@@ -84,14 +85,14 @@ class Session {
   #messageArrived: (() => void) | null = null;
   #closed = false;
   #wakeups = 0;
-  /** How long to poll the doorbell before sleeping, in ms (0: never spin). */
-  readonly #spinMs: number;
+  /** Polls the doorbell a while before sleeping (adaptive, up to spinMicros). */
+  readonly #poller: HaltPoller;
 
   constructor(start: StartRequest, backend: BlockBackend) {
     this.#state = start.state;
     this.#control = start.control;
     this.#stats = start.stats;
-    this.#spinMs = Math.max(0, start.spinMicros) / 1000;
+    this.#poller = new HaltPoller({ maxMicros: start.spinMicros });
     this.#backend = backend;
     const { rateLimit, ...device } = start.device;
     this.#limiter = rateLimit ? new RateLimiter(rateLimit) : null;
@@ -131,25 +132,11 @@ class Session {
       if (this.#device.inFlight > 0) {
         // Requests wait on promises: sleep without blocking the event loop.
         await waitAsync(state, MmioWord.Doorbell, bell, Math.min(timeout, 10));
-      } else if (!this.#spin(bell, timeout)) {
-        Atomics.wait(state, MmioWord.Doorbell, bell, timeout);
+      } else {
+        this.#poller.wait(state, MmioWord.Doorbell, bell, timeout);
       }
       this.#wakeups++;
     }
-  }
-
-  /**
-   * Poll the doorbell for up to the spin time: a guest that rings again
-   * within it skips the sleep/wake round trip (~33 µs), at the price of
-   * keeping a core busy. True when it rang.
-   */
-  #spin(bell: number, timeoutMs: number): boolean {
-    if (this.#spinMs === 0) return false;
-    const until = performance.now() + Math.min(this.#spinMs, timeoutMs);
-    while (performance.now() < until) {
-      if (Atomics.load(this.#state, MmioWord.Doorbell) !== bell) return true;
-    }
-    return false;
   }
 
   async #handleMessages(): Promise<void> {

@@ -43,9 +43,13 @@ export interface CreateDiskOptions {
   /** Make the device worker yourself (a bundler that needs its own worker URL). */
   createWorker?: () => Worker;
   /**
-   * Worker host: microseconds the device worker keeps polling for the next
-   * doorbell before it sleeps. Lower latency at high request rates; costs a
-   * busy core while the guest is idle in between. Default 0.
+   * Worker host: the most microseconds the device worker polls for the next
+   * doorbell before it sleeps (src/host/halt-poll.ts). The window adapts: it
+   * grows while doorbells come just after it closed and shrinks to nothing
+   * while the guest is idle. Polling keeps the device worker off the
+   * sleep/wake path (a wake-up costs the waker 8–20 µs on a VM, and a thread
+   * that halts between requests copies slower after it wakes). Default
+   * `DEVICE_POLL_MICROS` (50); 0 sleeps at once.
    */
   spinMicros?: number;
 }

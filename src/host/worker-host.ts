@@ -11,6 +11,7 @@
 import type { StorageError } from '../backends/backend.ts';
 import { MmioRegisters, MmioWord, createMmioState } from '../virtio/mmio.ts';
 import type { CreateDiskOptions, Disk, DiskStats } from './disk.ts';
+import { DEVICE_POLL_MICROS } from './halt-poll.ts';
 import {
   ControlWord,
   StatSlot,
@@ -186,7 +187,7 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
       stats: statsArray,
       backend: options.backend,
       device: options.device ?? {},
-      spinMicros: options.spinMicros ?? 0,
+      spinMicros: options.spinMicros ?? DEVICE_POLL_MICROS,
     });
   } catch (err) {
     closed = true;
