@@ -67,7 +67,8 @@ export interface WorkloadResult {
   bytesPerSecond: number;
   /** Requests that did not complete with VIRTIO_BLK_S_OK (device path only). */
   ioErrors: number;
-  /** Times the vCPU slept on the IRQ word (device path only). */
+  /** Times the vCPU waited for an interrupt (WFI), and how many of those slept in Atomics.wait rather than ending while halt-polling (device path only). */
+  waits: number;
   sleeps: number;
   /** Completions found in the used ring after a second without an interrupt (device path only; 0 expected). */
   lostInterrupts: number;

@@ -128,6 +128,7 @@ function run(spec: WorkloadSpec): WorkloadResult {
     iops: requests / seconds,
     bytesPerSecond: (requests * spec.blockBytes) / seconds,
     ioErrors: 0,
+    waits: 0,
     sleeps: 0,
     lostInterrupts: 0,
     latency: spec.recordLatency ? summarise(samples.subarray(0, sampleCount)) : null,

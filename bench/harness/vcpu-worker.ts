@@ -96,7 +96,8 @@ function run(spec: WorkloadSpec): WorkloadResult {
   let measuredEnd = 0;
   let requestsDone = 0;
   let ioErrors = 0;
-  let sleeps = 0;
+  let waits = 0;
+  const slept = poller.slept;
   let lostInterrupts = 0;
   let lastCompletion = performance.now();
   const warmupEnd = performance.now() + spec.warmupMs;
@@ -121,7 +122,7 @@ function run(spec: WorkloadSpec): WorkloadResult {
     let done = d.reap();
     if (done.length === 0) {
       const woken = sleepOnIrq(line);
-      sleeps++;
+      waits++;
       d.ackInterrupt();
       done = d.reap();
       if (!woken) {
@@ -161,7 +162,8 @@ function run(spec: WorkloadSpec): WorkloadResult {
     iops: counted / seconds,
     bytesPerSecond: (counted * spec.blockBytes) / seconds,
     ioErrors,
-    sleeps,
+    waits,
+    sleeps: poller.slept - slept,
     lostInterrupts,
     latency: startOfId ? summarise(samples.subarray(0, sampleCount)) : null,
   };

@@ -153,7 +153,7 @@ export function report(out: BenchReport): string {
     `each row: ${out.timing.durationMs} ms measured after ${out.timing.warmupMs} ms warm-up, best of ${out.timing.rounds}; raw = the storage API alone, one request at a time`,
   );
   if (out.device.length > 0) {
-    const header = ['backend', 'workload', 'QD', 'device IOPS', 'MiB/s', 'raw IOPS', 'MiB/s', 'dev/raw', 'CPU µs/req: device', 'vCPU', 'raw', 'IRQs/req'];
+    const header = ['backend', 'workload', 'QD', 'device IOPS', 'MiB/s', 'raw IOPS', 'MiB/s', 'dev/raw', 'CPU µs/req: device', 'vCPU', 'raw', 'IRQs/req', 'vCPU sleeps/req'];
     const rows: Cell[][] = out.device.map((r) => [
       r.backend,
       r.workload,
@@ -167,6 +167,7 @@ export function report(out: BenchReport): string {
       num(r.device.vcpuCpuUsPerRequest, 2),
       num(r.raw?.cpuUsPerRequest, 2),
       num(r.device.deviceCompleted > 0 ? r.device.interrupts / r.device.deviceCompleted : null, 2),
+      num(r.device.deviceCompleted > 0 ? r.device.sleeps / r.device.deviceCompleted : null, 2),
     ]);
     const p = out.polling;
     parts.push(
@@ -175,7 +176,7 @@ export function report(out: BenchReport): string {
       formatTable(header, rows),
     );
     if (out.noPolling.length > 0) {
-      const h = ['backend', 'workload', 'QD', 'device IOPS', 'dev/raw', 'with polling IOPS', 'CPU µs/req: device', 'vCPU', 'IRQs/req'];
+      const h = ['backend', 'workload', 'QD', 'device IOPS', 'dev/raw', 'with polling IOPS', 'CPU µs/req: device', 'vCPU', 'IRQs/req', 'vCPU sleeps/req'];
       const r: Cell[][] = out.noPolling.map((n) => [
         n.backend,
         n.workload,
@@ -186,6 +187,7 @@ export function report(out: BenchReport): string {
         num(n.device.deviceCpuUsPerRequest, 2),
         num(n.device.vcpuCpuUsPerRequest, 2),
         num(n.device.deviceCompleted > 0 ? n.device.interrupts / n.device.deviceCompleted : null, 2),
+        num(n.device.deviceCompleted > 0 ? n.device.sleeps / n.device.deviceCompleted : null, 2),
       ]);
       parts.push('', 'Without polling: spinMicros 0, and a vCPU that sleeps in Atomics.wait at once (one round, same raw figures)', formatTable(h, r));
     }
