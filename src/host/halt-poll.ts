@@ -28,6 +28,10 @@ export interface HaltPollOptions {
   maxMicros: number;
   /** The first window after a sleep that polling would have avoided (default 10 µs, or max if smaller). */
   startMicros?: number;
+  /** Clock in ms (default performance.now); tests inject one. */
+  now?: () => number;
+  /** The sleep (default Atomics.wait); tests inject one. */
+  sleep?: (array: Int32Array, index: number, value: number, timeoutMs: number) => 'ok' | 'not-equal' | 'timed-out';
 }
 
 export type HaltPollResult = 'polled' | 'woken' | 'timed-out';
@@ -35,6 +39,8 @@ export type HaltPollResult = 'polled' | 'woken' | 'timed-out';
 export class HaltPoller {
   readonly #maxMs: number;
   readonly #startMs: number;
+  readonly #now: () => number;
+  readonly #sleep: NonNullable<HaltPollOptions['sleep']>;
   /** The current polling window, in ms. */
   #windowMs = 0;
   /** Waits that ended while polling / in a sleep. */
@@ -44,6 +50,8 @@ export class HaltPoller {
   constructor(options: HaltPollOptions) {
     this.#maxMs = Math.max(0, options.maxMicros) / 1000;
     this.#startMs = Math.min(this.#maxMs, Math.max(0, options.startMicros ?? 10) / 1000);
+    this.#now = options.now ?? (() => performance.now());
+    this.#sleep = options.sleep ?? ((a, i, v, ms) => Atomics.wait(a, i, v, ms));
   }
 
   /** The current window in microseconds. */
@@ -57,7 +65,8 @@ export class HaltPoller {
    */
   wait(array: Int32Array, index: number, value: number, timeoutMs: number): HaltPollResult {
     if (Atomics.load(array, index) !== value) return 'polled';
-    const begin = performance.now();
+    const now = this.#now;
+    const begin = now();
     if (this.#windowMs > 0) {
       const until = begin + Math.min(this.#windowMs, timeoutMs);
       // performance.now() is coarse in isolated contexts (5 µs steps), so a
@@ -69,13 +78,13 @@ export class HaltPoller {
             return 'polled';
           }
         }
-        if (performance.now() >= until) break;
+        if (now() >= until) break;
       }
     }
-    const left = timeoutMs - (performance.now() - begin);
-    const woke = left > 0 && Atomics.wait(array, index, value, left) !== 'timed-out';
+    const left = timeoutMs - (now() - begin);
+    const woke = left > 0 && this.#sleep(array, index, value, left) !== 'timed-out';
     this.slept++;
-    this.#adapt(performance.now() - begin, woke);
+    this.#adapt(now() - begin, woke);
     return woke || Atomics.load(array, index) !== value ? 'woken' : 'timed-out';
   }
 
