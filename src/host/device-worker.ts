@@ -17,7 +17,7 @@
 
 import type { BlockBackend, StorageError } from '../backends/backend.ts';
 import { VirtioBlkDevice, type Timers } from '../block/device.ts';
-import { RateLimiter, type RateLimiterConfig } from '../limiter/index.ts';
+import { RateLimitGroup, RateLimiter, diskLimits, type RateLimiterConfig } from '../limiter/index.ts';
 import { GuestMemory } from '../virtio/memory.ts';
 import { MmioDevice, MmioWord, type MmioState } from '../virtio/mmio.ts';
 import { HaltPoller } from './halt-poll.ts';
@@ -67,6 +67,9 @@ class LoopTimers implements Timers {
   }
 }
 
+/** How often a disk in a rate-limit group looks for limit changes made elsewhere. */
+const GROUP_POLL_MS = 50;
+
 /** One served disk. The worker serves exactly one; `close` ends it. */
 class Session {
   readonly #state: MmioState;
@@ -78,6 +81,8 @@ class Session {
   readonly #timers = new LoopTimers();
   /** The device's limiter, kept to update it in place; null while unlimited. */
   #limiter: RateLimiter | null;
+  /** The budget shared with other disks (other workers), if any. */
+  readonly #group: RateLimitGroup | null;
   /** Control messages received and not yet handled, oldest first. */
   readonly #inbox: HostRequest[] = [];
   /** How many announced messages were handled; compared with ControlWord.Posted. */
@@ -94,11 +99,12 @@ class Session {
     this.#stats = start.stats;
     this.#poller = new HaltPoller({ maxMicros: start.spinMicros });
     this.#backend = backend;
-    const { rateLimit, ...device } = start.device;
+    const { rateLimit, rateLimitGroup, ...device } = start.device;
     this.#limiter = rateLimit ? new RateLimiter(rateLimit) : null;
+    this.#group = rateLimitGroup ? new RateLimitGroup(rateLimitGroup) : null;
     this.#device = new VirtioBlkDevice(backend, {
       ...device,
-      limiter: this.#limiter,
+      limiter: diskLimits(this.#limiter, this.#group),
       timers: this.#timers,
       onStorageError: (error: StorageError) => send({ type: 'storage-error', error: toWireError(error) }),
     });
@@ -119,6 +125,9 @@ class Session {
     const state = this.#state;
     while (!this.#closed) {
       const bell = Atomics.load(state, MmioWord.Doorbell);
+      // A group's limits may have changed on another thread: its listeners
+      // (the device's throttle retry) run from here.
+      this.#group?.poll();
       this.#timers.runDue();
       this.#transport.poll();
       this.#publishStats();
@@ -128,7 +137,9 @@ class Session {
         await this.#handleMessages();
         continue;
       }
-      const timeout = this.#timers.msUntilNext();
+      // With a group, look at it at least every GROUP_POLL_MS: nothing rings
+      // this worker's doorbell when another thread changes the group's limits.
+      const timeout = this.#group ? Math.min(GROUP_POLL_MS, this.#timers.msUntilNext()) : this.#timers.msUntilNext();
       if (this.#device.inFlight > 0) {
         // Requests wait on promises: sleep without blocking the event loop.
         await waitAsync(state, MmioWord.Doorbell, bell, Math.min(timeout, 10));
@@ -189,7 +200,7 @@ class Session {
       this.#limiter = new RateLimiter(config);
     }
     // Also retries throttled queues at once when the limit went away.
-    this.#device.setLimiter(this.#limiter);
+    this.#device.setLimiter(diskLimits(this.#limiter, this.#group));
   }
 
   #publishStats(): void {

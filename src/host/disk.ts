@@ -12,7 +12,7 @@
 // guest-physical base, and watches `disk.irq` (or `onInterrupt`).
 
 import { StorageError, type BlockBackend } from '../backends/backend.ts';
-import { RateLimiter, type RateLimiterConfig } from '../limiter/index.ts';
+import { RateLimitGroup, RateLimiter, diskLimits, type RateLimiterConfig } from '../limiter/index.ts';
 import { GuestMemory, type GuestRegionSpec } from '../virtio/memory.ts';
 import { MmioWord, type MmioState } from '../virtio/mmio.ts';
 import type { MmioAccessor } from '../driver/driver.ts';
@@ -140,11 +140,12 @@ function isSpec(backend: BackendSpec | BlockBackend): backend is BackendSpec {
 /** Adapt the core's same-thread host to `Disk`. */
 function sameThreadDisk(memory: GuestRegionSpec[], backend: BlockBackend, spec: DeviceSpec): Disk {
   let disk: Disk;
-  const { rateLimit, ...device } = spec;
+  const { rateLimit, rateLimitGroup, ...device } = spec;
   let limiter = rateLimit ? new RateLimiter(rateLimit) : null;
+  const group = rateLimitGroup ? new RateLimitGroup(rateLimitGroup) : null;
   const inner = createSameThreadDisk({
     ...device,
-    limiter,
+    limiter: diskLimits(limiter, group),
     memory: new GuestMemory(memory),
     backend,
     onStorageError: (error) => disk.onStorageError?.(error),
@@ -188,7 +189,7 @@ function sameThreadDisk(memory: GuestRegionSpec[], backend: BlockBackend, spec: 
       if (config === null) limiter = null;
       else if (limiter) limiter.update(config);
       else limiter = new RateLimiter(config);
-      inner.device.setLimiter(limiter);
+      inner.device.setLimiter(diskLimits(limiter, group));
     },
     resize: (sizeBytes) => inner.resize(sizeBytes),
     flush: async () => backend.flush(),

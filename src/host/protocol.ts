@@ -66,6 +66,11 @@ export interface DeviceSpec {
   queueSize?: number;
   /** Throttle the guest: token buckets for bytes and requests (src/limiter). */
   rateLimit?: RateLimiterConfig;
+  /**
+   * Share a budget with other disks, on any thread: the `buffer` of a
+   * `RateLimitGroup`. With `rateLimit` too, a request must fit both.
+   */
+  rateLimitGroup?: SharedArrayBuffer;
 }
 
 /** Page → worker. */

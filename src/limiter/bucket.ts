@@ -190,6 +190,27 @@ export class TokenBucket {
     this.#burst = Math.min(this.#burst, this.#initialBurst);
   }
 
+  /** Write the bucket's changing state (not its config) into `out[at … at + STATE_SLOTS)`. */
+  saveState(out: Float64Array, at: number): void {
+    out[at] = this.#burst;
+    out[at + 1] = this.#budget;
+    out[at + 2] = this.#anchorMs;
+    out[at + 3] = this.#creditedNs;
+    out[at + 4] = this.#carry;
+  }
+
+  /** Take the state `saveState` wrote (by a bucket of the same config, on the same clock). */
+  loadState(src: Float64Array, at: number): void {
+    this.#burst = src[at]!;
+    this.#budget = src[at + 1]!;
+    this.#anchorMs = src[at + 2]!;
+    this.#creditedNs = src[at + 3]!;
+    this.#carry = src[at + 4]!;
+  }
+
+  /** Numbers `saveState` writes. */
+  static readonly STATE_SLOTS = 5;
+
   #configure(config: TokenBucketConfig): void {
     validateBucketConfig(config);
     if (!isBucketEnabled(config)) {

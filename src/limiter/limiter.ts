@@ -184,6 +184,37 @@ export class RateLimiter {
     return () => this.#listeners.delete(listener);
   }
 
+  /**
+   * Write the changing state (the gate and every bucket's tokens) into
+   * `out[at … at + RateLimiter.STATE_SLOTS)`, for a limiter of the same
+   * config to take with `loadState`: how a RateLimitGroup shares one budget
+   * between threads.
+   */
+  saveState(out: Float64Array, at = 0): void {
+    out[at] = this.#gateMs;
+    let i = at + 1;
+    for (const scope of SCOPES) {
+      for (const unit of UNITS) {
+        this.#buckets[scope][unit]?.saveState(out, i);
+        i += TokenBucket.STATE_SLOTS;
+      }
+    }
+  }
+
+  loadState(src: Float64Array, at = 0): void {
+    this.#gateMs = src[at]!;
+    let i = at + 1;
+    for (const scope of SCOPES) {
+      for (const unit of UNITS) {
+        this.#buckets[scope][unit]?.loadState(src, i);
+        i += TokenBucket.STATE_SLOTS;
+      }
+    }
+  }
+
+  /** Numbers `saveState` writes. */
+  static readonly STATE_SLOTS = 1 + SCOPES.length * UNITS.length * TokenBucket.STATE_SLOTS;
+
   #closeGate(charges: readonly Charge[], bytes: number): void {
     const untilMs = this.#clock.now() + this.#msUntilFits(charges, bytes);
     if (untilMs > this.#gateMs) this.#gateMs = untilMs;
