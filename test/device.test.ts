@@ -303,6 +303,39 @@ describe('asynchronous backends', () => {
     expect(driver.reap().map((c) => c.id)).toEqual([a]);
   });
 
+  it('concurrent driver.run callers all get their completions, whoever reaps them', async () => {
+    // A backend that completes each read after a random short delay.
+    const inner = new MemoryBackend(1 << 20);
+    let seed = 7;
+    const backend: BlockBackend = {
+      size: inner.size,
+      readOnly: false,
+      supportsDiscard: false,
+      supportsWriteZeroes: false,
+      read: (offset, dst) =>
+        new Promise<void>((resolve) => {
+          seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+          setTimeout(() => resolve(inner.read(offset, dst)), seed % 3);
+        }),
+      write: (offset, src) => inner.write(offset, src),
+      flush: () => {},
+      discard: () => {},
+      writeZeroes: () => {},
+      close: () => {},
+    };
+    const { driver } = await makeRig({ backend });
+    const callers = Array.from({ length: 16 }, async (_, i) => {
+      const buf = driver.allocate(512);
+      let ok = 0;
+      for (let k = 0; k < 25; k++) {
+        const c = await driver.run({ type: BlkRequestType.In, sector: i * 25 + k, in: [buf] });
+        if (c.status === BlkStatus.Ok) ok++;
+      }
+      return ok;
+    });
+    expect(await Promise.all(callers)).toEqual(Array(16).fill(25));
+  });
+
   it('reset in the middle of I/O: Status reads non-zero until in-flight work is dropped; nothing is written after', async () => {
     const backend = new ParkedBackend(1 << 20);
     const { driver, disk, memory } = await makeRig({ backend });

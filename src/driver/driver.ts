@@ -125,6 +125,8 @@ export class VirtioBlkDriver {
   #lastUsedIdx = 0;
   /** Completions reaped but not yet taken. */
   readonly #done = new Map<number, Completion>();
+  /** The one wait concurrent `run` callers share, while there is one. */
+  #reaping: Promise<void> | null = null;
   #bump: number;
   readonly #arenaEnd: number;
   /** Requests submitted and not yet reaped. */
@@ -393,7 +395,12 @@ export class VirtioBlkDriver {
     }
   }
 
-  /** Submit, kick, and wait for this request's completion (others reaped meanwhile are kept for their callers). */
+  /**
+   * Submit, kick, and wait for this request's completion. Concurrent callers
+   * share one wait: whoever's completions it reaps, every caller looks for
+   * its own (a caller that waited alone could sleep on after another had
+   * reaped its completion, with no interrupt left to wake it).
+   */
   async run(req: DriverRequest): Promise<Completion> {
     const id = this.submit(req);
     this.kick();
@@ -403,7 +410,15 @@ export class VirtioBlkDriver {
         this.#done.delete(id);
         return mine;
       }
+      await (this.#reaping ??= this.#reapShared());
+    }
+  }
+
+  async #reapShared(): Promise<void> {
+    try {
       for (const c of await this.wait()) this.#done.set(c.id, c);
+    } finally {
+      this.#reaping = null;
     }
   }
 
