@@ -24,9 +24,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Page } from 'playwright';
 import { type LatencySummary, type WorkloadResult } from './harness/protocol.ts';
+import type { GroupRunResult } from '../e2e/harness/group-run.ts';
 import { callPage, openBenchBrowser } from './node/browser.ts';
 import { inspectWorkers, sampleHeap, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
-import { FULL, LIMITER_CASES, NO_POLLING, NO_POLLING_ROWS, POLLING, QUICK, WORKLOADS, backends, spec, type BackendCase, type Polling, type Timing } from './node/plan.ts';
+import { FULL, GROUP_LIMITER_CASE, LIMITER_CASES, NO_POLLING, NO_POLLING_ROWS, POLLING, QUICK, WORKLOADS, backends, spec, type BackendCase, type Polling, type Timing } from './node/plan.ts';
 import { report, type BenchReport, type DeviceRow, type LatencyRow, type RawResult } from './node/report.ts';
 import { canReadThreads, chromiumPids, cpuNs, newThreads, workerThreads, type ThreadRef } from './node/threads.ts';
 
@@ -310,6 +311,22 @@ async function limiterSection(page: Page, profileDir: string, out: BenchReport):
     });
     log(`limiter ${l.label}: ${measured.toFixed(0)} vs ${configured} (${((measured / configured - 1) * 100).toFixed(2)} %)`);
   }
+  const g = GROUP_LIMITER_CASE;
+  const r = await callPage<GroupRunResult>(page, 'groupLimiter', { config: g.limiter, ms: timing.limiterMs, warmupMs: 500, depth: g.depth }, timing.limiterMs + 60_000);
+  const requests = r.done.reduce((n, d) => n + d.completed, 0);
+  const iops = requests / (r.elapsedMs / 1000);
+  out.limiter.push({
+    label: g.label,
+    workload: g.workload,
+    unit: 'IOPS',
+    configured: g.expectIops,
+    measured: iops,
+    error: iops / g.expectIops - 1,
+    seconds: r.elapsedMs / 1000,
+    iops,
+    bytesPerSecond: iops * 4096,
+  });
+  log(`limiter ${g.label}: ${iops.toFixed(0)} vs ${g.expectIops} (per disk ${r.done.map((d) => d.completed).join(' / ')})`);
 }
 
 function linuxSection(out: BenchReport): void {

@@ -6,6 +6,7 @@
 
 import { createDisk, type Disk } from '../../src/host/disk.ts';
 import type { RateLimiterConfig } from '../../src/limiter/index.ts';
+import { groupRun, type GroupRunArgs } from '../../e2e/harness/group-run.ts';
 import { connect, type HarnessClient } from '../../e2e/harness/rpc.ts';
 import type { BenchBackend, WorkloadResult, WorkloadSpec } from './protocol.ts';
 
@@ -71,6 +72,8 @@ const ops: Record<string, (args: never) => Promise<unknown> | unknown> = {
     });
     return vcpu.call('attach', { state: disk.state, ram, ramBase: RAM_BASE, haltPollMicros: haltPollMicros ?? 0 });
   },
+  /** Two disks in one rate-limit group, driven from this page (e2e/harness/group-run.ts). */
+  groupLimiter: (args: GroupRunArgs) => groupRun(args),
   closeDisk: async () => {
     if (!disk) return;
     await vcpu.call('detach');

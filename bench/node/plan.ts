@@ -205,3 +205,16 @@ export const LIMITER_CASES: LimiterCase[] = [
     expect: { bytesPerSecond: rate(3200 * 1024, 100) },
   },
 ];
+
+/**
+ * Two worker-hosted disks sharing one RateLimitGroup (each device in its own
+ * worker), both driven 32 deep from the page: their IOPS together against
+ * the group's rate.
+ */
+export const GROUP_LIMITER_CASE = {
+  label: 'group: 2 disks share ops 5,000/s',
+  limiter: { ops: { size: 50, refillTimeMs: 10 } } satisfies RateLimiterConfig,
+  workload: '4K randread QD32 ×2',
+  depth: 32,
+  expectIops: rate(50, 10),
+};

@@ -6,12 +6,10 @@
 // goes to the guest (vcpu.ts).
 
 import { deleteOpfsDisk } from '../../src/backends/opfs.ts';
-import { BlkRequestType, BlkStatus } from '../../src/block/constants.ts';
-import { VirtioBlkDriver } from '../../src/driver/driver.ts';
-import { RateLimitGroup, type RateLimiterConfig } from '../../src/limiter/index.ts';
 import { createDisk, type Disk } from '../../src/host/disk.ts';
 import type { BackendSpec, DeviceSpec } from '../../src/host/protocol.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
+import { groupRun } from './group-run.ts';
 import { connect, toWireError, type HarnessClient, type WireError } from './rpc.ts';
 import { RAM_BASE, vcpuHandlers } from './vcpu.ts';
 
@@ -95,55 +93,6 @@ const pageOps: Record<string, (args: never) => unknown> = {
   groupRun,
 };
 
-/**
- * Two worker-hosted disks (memory backends) in one RateLimitGroup, each
- * driven from this page by its own driver at depth `depth` for `ms`: what
- * each completed, how long it took, and what the devices counted.
- */
-async function groupRun({ config, ms, depth }: { config: RateLimiterConfig; ms: number; depth: number }) {
-  const group = RateLimitGroup.create(config);
-  const disks = await Promise.all(
-    [0, 1].map(async () => {
-      const ram = new WebAssembly.Memory({ initial: 64, maximum: 64, shared: true });
-      const memory = [{ guestAddress: RAM_BASE, source: ram }];
-      const d = await createDisk({
-        memory,
-        backend: { kind: 'memory', size: 1 << 20 },
-        device: { rateLimitGroup: group.buffer },
-        host: 'worker',
-      });
-      const driver = await VirtioBlkDriver.init({
-        mmio: d.mmio,
-        memory: new GuestMemory(memory),
-        arena: { addr: RAM_BASE, len: 64 * PAGE },
-        waitForInterrupt: () => d.waitForInterrupt(),
-      });
-      return { d, driver };
-    }),
-  );
-  const started = performance.now();
-  const done = await Promise.all(
-    disks.map(async ({ driver }, i) => {
-      let completed = 0;
-      let bad = 0;
-      const buffers = Array.from({ length: depth }, () => driver.allocate(4096));
-      await Promise.all(
-        buffers.map(async (buf, j) => {
-          for (let k = 0; performance.now() - started < ms; k++) {
-            const c = await driver.run({ type: BlkRequestType.In, sector: ((i * 97 + j * 13 + k) % 256) * 8, in: [buf] });
-            if (c.status === BlkStatus.Ok) completed++;
-            else bad++;
-          }
-        }),
-      );
-      return { completed, bad };
-    }),
-  );
-  const elapsedMs = performance.now() - started;
-  const stats = disks.map(({ d }) => d.stats);
-  await Promise.all(disks.map(({ d }) => d.close()));
-  return { done, elapsedMs, throttled: stats.map((s) => s.throttled) };
-}
 
 async function call(op: string, args: unknown): Promise<unknown> {
   const pageOp = pageOps[op];
