@@ -2,18 +2,21 @@
 // an emulator on another thread (see worker-host.ts for the page side and
 // protocol.ts for what crosses).
 //
-// The loop: poll the register file, publish statistics, then sleep in
-// Atomics.wait on the doorbell until the emulator rings it. Blocking keeps the
-// wake-up at one Atomics round trip (~33 µs, DESIGN.md) instead of adding an
-// event-loop hop, but while blocked the worker runs no tasks, timers or
-// promise callbacks. So:
+// The loop: poll the register file, publish statistics, then wait for the
+// emulator to ring the doorbell: first polling it for an adaptive window
+// (halt-poll.ts; a doorbell that comes soon costs no wake-up), then asleep in
+// Atomics.wait. Blocking keeps the wake-up at one Atomics round trip (~33 µs,
+// DESIGN.md) instead of adding an event-loop hop, but while blocked the
+// worker runs no tasks, timers or promise callbacks. So:
 // - the device gets timers (`LoopTimers`) that this loop runs itself, and the
 //   sleep is bounded by the next deadline (throttled queues retry on time);
 // - while a request waits on a promise (async backends), the loop sleeps with
 //   Atomics.waitAsync instead, letting the promise settle;
 // - control messages are announced through the control word plus a doorbell
 //   bump; the loop then yields to take them (protocol.ts);
-// - a microtask turn after every poll lets a reset's completion run.
+// - a microtask turn after every poll lets a reset's completion run;
+// - a disk in a rate-limit group checks the group for limits changed on
+//   another thread on every turn, and at least every 50 ms.
 
 import type { BlockBackend, StorageError } from '../backends/backend.ts';
 import { VirtioBlkDevice, type Timers } from '../block/device.ts';
