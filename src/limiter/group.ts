@@ -15,17 +15,13 @@
 // `performance.timeOrigin + performance.now()`, which is shared by a page
 // and its workers (and by Node's threads).
 
-import type { TokenBucketConfig } from './bucket.ts';
 import type { Clock } from './clock.ts';
-import { IoKind, RateLimiter, type BudgetScope, type BucketUnit, type RateLimiterConfig } from './limiter.ts';
+import { IoKind, RateLimiter, SCOPES, UNITS, budgetOf, type RateLimiterConfig } from './limiter.ts';
 
 /** Milliseconds on a time line every thread of the agent cluster shares. */
 export const sharedClock: Clock = {
   now: () => performance.timeOrigin + performance.now(),
 };
-
-const SCOPES: readonly BudgetScope[] = ['shared', 'read', 'write'];
-const UNITS: readonly BucketUnit[] = ['bandwidth', 'ops'];
 
 // Layout: Int32 words, then Float64 config (size, burst, refill per bucket;
 // size 0 = none), then Float64 state (RateLimiter.saveState).
@@ -85,6 +81,7 @@ export class RateLimitGroup {
   }
 
   consume(kind: IoKind, bytes: number): boolean {
+    // `#locked` spelled out: a closure per request would allocate on the hot path.
     let ok: boolean;
     this.#lock();
     try {
@@ -190,7 +187,7 @@ export class RateLimitGroup {
 function writeConfig(out: Float64Array, config: RateLimiterConfig): void {
   let i = 0;
   for (const scope of SCOPES) {
-    const budget = scope === 'shared' ? config : config[scope];
+    const budget = budgetOf(config, scope);
     for (const unit of UNITS) {
       const b = budget?.[unit];
       out[i++] = b?.size ?? 0;
@@ -200,19 +197,16 @@ function writeConfig(out: Float64Array, config: RateLimiterConfig): void {
   }
 }
 
+/** The config `writeConfig` stored; RateLimiter drops its zero-sized (disabled) buckets. */
 function readConfig(src: Float64Array): RateLimiterConfig {
-  const out: RateLimiterConfig = {};
+  const out: RateLimiterConfig = { read: {}, write: {} };
   let i = 0;
   for (const scope of SCOPES) {
-    const budget: Partial<Record<BucketUnit, TokenBucketConfig>> = {};
+    const budget = budgetOf(out, scope)!;
     for (const unit of UNITS) {
-      const size = src[i++]!;
-      const oneTimeBurst = src[i++]!;
-      const refillTimeMs = src[i++]!;
-      if (size > 0) budget[unit] = { size, oneTimeBurst, refillTimeMs };
+      budget[unit] = { size: src[i]!, oneTimeBurst: src[i + 1]!, refillTimeMs: src[i + 2]! };
+      i += 3;
     }
-    if (scope === 'shared') Object.assign(out, budget);
-    else if (budget.bandwidth || budget.ops) out[scope] = budget;
   }
   return out;
 }

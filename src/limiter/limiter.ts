@@ -53,8 +53,9 @@ export type BudgetScope = 'shared' | 'read' | 'write';
 /** Which kind of token a bucket counts. */
 export type BucketUnit = 'bandwidth' | 'ops';
 
-const SCOPES: readonly BudgetScope[] = ['shared', 'read', 'write'];
-const UNITS: readonly BucketUnit[] = ['bandwidth', 'ops'];
+/** Every budget and every bucket in it, in the order the state and a group's buffer lay them out. */
+export const SCOPES: readonly BudgetScope[] = ['shared', 'read', 'write'];
+export const UNITS: readonly BucketUnit[] = ['bandwidth', 'ops'];
 const SCOPES_OF: Record<IoKind, readonly BudgetScope[]> = {
   read: ['shared', 'read'],
   write: ['shared', 'write'],
@@ -237,7 +238,8 @@ function emptyBuckets(): Buckets {
   };
 }
 
-function budgetOf(config: RateLimiterConfig, scope: BudgetScope): BudgetConfig | undefined {
+/** The part of `config` for one budget (the top level is the shared one). */
+export function budgetOf(config: RateLimiterConfig, scope: BudgetScope): BudgetConfig | undefined {
   return scope === 'shared' ? config : config[scope];
 }
 
