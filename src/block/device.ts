@@ -151,6 +151,12 @@ const cursor = { within: 0 };
 const PUBLISH_EVERY = 16;
 const PUBLISH_EVERY_BYTES = 2 << 20;
 
+/** Make the pushed completions visible; interrupt if the driver asked for it (§2.7.7.2, §2.7.10). */
+function publish(queue: SplitQueue, ctx: ActivateContext, index: number): void {
+  queue.publishUsed();
+  if (queue.needsInterrupt()) ctx.interrupt(index);
+}
+
 export class VirtioBlkDevice implements VirtioDevice {
   readonly deviceId = VIRTIO_ID_BLOCK;
   readonly deviceFeatures: bigint;
@@ -402,8 +408,7 @@ export class VirtioBlkDevice implements VirtioDevice {
             // when the driver asked for one (used_event).
             pushedBytes += slot.req.dataBytes;
             if (++pushed >= PUBLISH_EVERY || pushedBytes >= PUBLISH_EVERY_BYTES) {
-              queue.publishUsed();
-              if (queue.needsInterrupt()) ctx.interrupt(index);
+              publish(queue, ctx, index);
               pushed = 0;
               pushedBytes = 0;
             }
@@ -416,17 +421,13 @@ export class VirtioBlkDevice implements VirtioDevice {
           }
         }
         if (pushed > 0) {
-          queue.publishUsed();
-          if (queue.needsInterrupt()) ctx.interrupt(index);
+          publish(queue, ctx, index);
           pushed = 0;
           pushedBytes = 0;
         }
         if (!queue.enableNotification()) break;
       }
-      if (pushed > 0) {
-        queue.publishUsed();
-        if (queue.needsInterrupt()) ctx.interrupt(index);
-      }
+      if (pushed > 0) publish(queue, ctx, index);
     } catch (err) {
       // Only a device bug gets here (every guest-controlled range is checked
       // before use). Stop serving this ring instead of throwing.
@@ -497,8 +498,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     try {
       this.#complete(slot, status);
       this.#free.push(slot);
-      queue.publishUsed();
-      if (queue.needsInterrupt()) ctx.interrupt(slot.queueIndex);
+      publish(queue, ctx, slot.queueIndex);
     } catch (err) {
       this.#broken = true;
       ctx.needsReset(`internal error: ${String(err)}`);
