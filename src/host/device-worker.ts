@@ -20,7 +20,7 @@
 
 import type { BlockBackend, StorageError } from '../backends/backend.ts';
 import { VirtioBlkDevice, type Timers } from '../block/device.ts';
-import { RateLimitGroup, RateLimiter, diskLimits, type RateLimiterConfig } from '../limiter/index.ts';
+import { DiskLimits, type RateLimiterConfig } from '../limiter/index.ts';
 import { GuestMemory } from '../virtio/memory.ts';
 import { MmioDevice, MmioWord, type MmioState } from '../virtio/mmio.ts';
 import { HaltPoller } from './halt-poll.ts';
@@ -82,10 +82,8 @@ class Session {
   readonly #device: VirtioBlkDevice;
   readonly #transport: MmioDevice;
   readonly #timers = new LoopTimers();
-  /** The device's limiter, kept to update it in place; null while unlimited. */
-  #limiter: RateLimiter | null;
-  /** The budget shared with other disks (other workers), if any. */
-  readonly #group: RateLimitGroup | null;
+  /** The disk's own rate limit (updated in place) and the group it shares, if any. */
+  readonly #limits: DiskLimits;
   /** Control messages received and not yet handled, oldest first. */
   readonly #inbox: HostRequest[] = [];
   /** How many announced messages were handled; compared with ControlWord.Posted. */
@@ -103,11 +101,10 @@ class Session {
     this.#poller = new HaltPoller({ maxMicros: start.spinMicros });
     this.#backend = backend;
     const { rateLimit, rateLimitGroup, ...device } = start.device;
-    this.#limiter = rateLimit ? new RateLimiter(rateLimit) : null;
-    this.#group = rateLimitGroup ? new RateLimitGroup(rateLimitGroup) : null;
+    this.#limits = new DiskLimits(rateLimit, rateLimitGroup);
     this.#device = new VirtioBlkDevice(backend, {
       ...device,
-      limiter: diskLimits(this.#limiter, this.#group),
+      limiter: this.#limits.current,
       timers: this.#timers,
       onStorageError: (error: StorageError) => send({ type: 'storage-error', error: toWireError(error) }),
     });
@@ -130,7 +127,7 @@ class Session {
       const bell = Atomics.load(state, MmioWord.Doorbell);
       // A group's limits may have changed on another thread: its listeners
       // (the device's throttle retry) run from here.
-      this.#group?.poll();
+      this.#limits.group?.poll();
       this.#timers.runDue();
       this.#transport.poll();
       this.#publishStats();
@@ -142,7 +139,7 @@ class Session {
       }
       // With a group, look at it at least every GROUP_POLL_MS: nothing rings
       // this worker's doorbell when another thread changes the group's limits.
-      const timeout = this.#group ? Math.min(GROUP_POLL_MS, this.#timers.msUntilNext()) : this.#timers.msUntilNext();
+      const timeout = this.#limits.group ? Math.min(GROUP_POLL_MS, this.#timers.msUntilNext()) : this.#timers.msUntilNext();
       if (this.#device.inFlight > 0) {
         // Requests wait on promises: sleep without blocking the event loop.
         await waitAsync(state, MmioWord.Doorbell, bell, Math.min(timeout, 10));
@@ -195,15 +192,9 @@ class Session {
   }
 
   #setRateLimit(config: RateLimiterConfig | null): void {
-    if (config === null) {
-      this.#limiter = null;
-    } else if (this.#limiter) {
-      this.#limiter.update(config);
-    } else {
-      this.#limiter = new RateLimiter(config);
-    }
+    this.#limits.set(config);
     // Also retries throttled queues at once when the limit went away.
-    this.#device.setLimiter(diskLimits(this.#limiter, this.#group));
+    this.#device.setLimiter(this.#limits.current);
   }
 
   #publishStats(): void {

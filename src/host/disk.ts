@@ -12,7 +12,7 @@
 // guest-physical base, and watches `disk.irq` (or `onInterrupt`).
 
 import { StorageError, type BlockBackend } from '../backends/backend.ts';
-import { RateLimitGroup, RateLimiter, diskLimits, type RateLimiterConfig } from '../limiter/index.ts';
+import { DiskLimits, type RateLimiterConfig } from '../limiter/index.ts';
 import { GuestMemory, type GuestRegionSpec } from '../virtio/memory.ts';
 import { MmioWord, type MmioState } from '../virtio/mmio.ts';
 import type { MmioAccessor } from '../driver/driver.ts';
@@ -141,11 +141,10 @@ function isSpec(backend: BackendSpec | BlockBackend): backend is BackendSpec {
 function sameThreadDisk(memory: GuestRegionSpec[], backend: BlockBackend, spec: DeviceSpec): Disk {
   let disk: Disk;
   const { rateLimit, rateLimitGroup, ...device } = spec;
-  let limiter = rateLimit ? new RateLimiter(rateLimit) : null;
-  const group = rateLimitGroup ? new RateLimitGroup(rateLimitGroup) : null;
+  const limits = new DiskLimits(rateLimit, rateLimitGroup);
   const inner = createSameThreadDisk({
     ...device,
-    limiter: diskLimits(limiter, group),
+    limiter: limits.current,
     memory: new GuestMemory(memory),
     backend,
     onStorageError: (error) => disk.onStorageError?.(error),
@@ -186,10 +185,8 @@ function sameThreadDisk(memory: GuestRegionSpec[], backend: BlockBackend, spec: 
       };
     },
     async setRateLimit(config) {
-      if (config === null) limiter = null;
-      else if (limiter) limiter.update(config);
-      else limiter = new RateLimiter(config);
-      inner.device.setLimiter(diskLimits(limiter, group));
+      limits.set(config);
+      inner.device.setLimiter(limits.current);
     },
     resize: (sizeBytes) => inner.resize(sizeBytes),
     flush: async () => backend.flush(),

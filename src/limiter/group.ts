@@ -248,7 +248,30 @@ export function bothLimits(first: Limits, second: Limits): Limits {
   };
 }
 
-/** The limits a disk's device applies: its own, its group's, both, or none. */
-export function diskLimits(own: Limits | null, group: Limits | null): Limits | null {
-  return own && group ? bothLimits(own, group) : (own ?? group);
+/**
+ * A disk's limits, as both hosts keep them: its own (which `setRateLimit`
+ * changes) and its group's (fixed for the disk's life).
+ */
+export class DiskLimits {
+  #own: RateLimiter | null;
+  readonly group: RateLimitGroup | null;
+
+  constructor(own?: RateLimiterConfig, group?: SharedArrayBuffer) {
+    this.#own = own ? new RateLimiter(own) : null;
+    this.group = group ? new RateLimitGroup(group) : null;
+  }
+
+  /** What the device applies: the disk's own limit, its group's, both, or none. */
+  get current(): Limits | null {
+    const own = this.#own;
+    const group = this.group;
+    return own && group ? bothLimits(own, group) : (own ?? group);
+  }
+
+  /** Replace the disk's own limit: updated in place (its tokens carry over), created, or dropped (null). */
+  set(config: RateLimiterConfig | null): void {
+    if (config === null) this.#own = null;
+    else if (this.#own) this.#own.update(config);
+    else this.#own = new RateLimiter(config);
+  }
 }

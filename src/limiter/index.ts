@@ -12,4 +12,4 @@ export {
   type BudgetScope,
   type RateLimiterConfig,
 } from './limiter.ts';
-export { RateLimitGroup, bothLimits, diskLimits, sharedClock, type Limits } from './group.ts';
+export { DiskLimits, RateLimitGroup, bothLimits, sharedClock, type Limits } from './group.ts';
