@@ -101,6 +101,11 @@ export interface BenchReport {
 
 const MiB = 1024 * 1024;
 
+/** `count` per request the device completed, for a table cell. */
+function perRequest(device: DeviceRow['device'], count: number): string {
+  return num(device.deviceCompleted > 0 ? count / device.deviceCompleted : null, 2);
+}
+
 function mbps(r: WorkloadResult | null): string {
   return r ? num(r.bytesPerSecond / MiB, 0) : '—';
 }
@@ -166,8 +171,8 @@ export function report(out: BenchReport): string {
       num(r.device.deviceCpuUsPerRequest, 2),
       num(r.device.vcpuCpuUsPerRequest, 2),
       num(r.raw?.cpuUsPerRequest, 2),
-      num(r.device.deviceCompleted > 0 ? r.device.interrupts / r.device.deviceCompleted : null, 2),
-      num(r.device.deviceCompleted > 0 ? r.device.sleeps / r.device.deviceCompleted : null, 2),
+      perRequest(r.device, r.device.interrupts),
+      perRequest(r.device, r.device.sleeps),
     ]);
     const p = out.polling;
     parts.push(
@@ -186,8 +191,8 @@ export function report(out: BenchReport): string {
         num(n.polled),
         num(n.device.deviceCpuUsPerRequest, 2),
         num(n.device.vcpuCpuUsPerRequest, 2),
-        num(n.device.deviceCompleted > 0 ? n.device.interrupts / n.device.deviceCompleted : null, 2),
-        num(n.device.deviceCompleted > 0 ? n.device.sleeps / n.device.deviceCompleted : null, 2),
+        perRequest(n.device, n.device.interrupts),
+        perRequest(n.device, n.device.sleeps),
       ]);
       parts.push('', 'Without polling: spinMicros 0, and a vCPU that sleeps in Atomics.wait at once (one round, same raw figures)', formatTable(h, r));
     }
