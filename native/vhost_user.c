@@ -64,16 +64,31 @@ static int get_int(napi_env env, napi_value v, int32_t *out) {
   return 1;
 }
 
+// A unix socket path must fit sun_path (108 bytes) with its terminating NUL:
+// at most 107 bytes (unix(7)). The length is measured before copying, since
+// napi_get_value_string_utf8 silently truncates to the buffer.
+#define MAX_SOCKET_PATH (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+
 static int get_path(napi_env env, napi_value v, struct sockaddr_un *addr) {
   memset(addr, 0, sizeof *addr);
   addr->sun_family = AF_UNIX;
   size_t len = 0;
-  if (napi_get_value_string_utf8(env, v, addr->sun_path, sizeof addr->sun_path, &len) != napi_ok) {
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) {
     napi_throw_type_error(env, NULL, "expected a socket path");
     return 0;
   }
-  if (len == 0 || len >= sizeof addr->sun_path - 1) {
-    napi_throw_range_error(env, "ENAMETOOLONG", "socket path is empty or longer than 107 bytes");
+  if (len == 0 || len > MAX_SOCKET_PATH) {
+    char message[160];
+    snprintf(message, sizeof message,
+             "socket path is %zu bytes; a unix socket path must be 1 to %zu bytes (sun_path holds %zu with its NUL)",
+             len, MAX_SOCKET_PATH, MAX_SOCKET_PATH + 1);
+    napi_throw_range_error(env, "ENAMETOOLONG", message);
+    return 0;
+  }
+  napi_get_value_string_utf8(env, v, addr->sun_path, sizeof addr->sun_path, &len);
+  // An embedded NUL would make the kernel see a shorter, different path.
+  if (strlen(addr->sun_path) != len) {
+    napi_throw_range_error(env, "EINVAL", "socket path contains a NUL byte");
     return 0;
   }
   return 1;
@@ -96,7 +111,11 @@ static napi_value Listen(napi_env env, napi_callback_info info) {
   if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
     int err = errno;
     struct stat st;
-    if (err == EADDRINUSE && stat(addr.sun_path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+    // Only a socket is ever replaced: anything else at the path (a regular
+    // file, a directory) is the user's and is reported as ENOTSOCK.
+    int exists = err == EADDRINUSE && stat(addr.sun_path, &st) == 0;
+    if (exists && !S_ISSOCK(st.st_mode)) err = ENOTSOCK;
+    if (exists && S_ISSOCK(st.st_mode)) {
       int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
       int live = probe >= 0 && connect(probe, (struct sockaddr *)&addr, sizeof addr) == 0;
       if (probe >= 0) close(probe);
@@ -209,15 +228,20 @@ static napi_value RecvMsg(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// sendmsg(fd, buf, fds?): sends all of buf; fds go with the first byte.
+// sendmsg(fd, buf, fds?, dontWait?): sends all of buf; fds go with the first
+// byte. With dontWait (MSG_DONTWAIT, whatever the fd's own O_NONBLOCK says) a
+// full socket buffer throws EAGAIN instead of blocking Node: a peer that does
+// not read its replies must not be able to stop the event loop.
 static napi_value SendMsg(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   uint8_t *data;
   size_t len;
   if (argc < 2 || !get_int(env, argv[0], &fd) || !get_bytes(env, argv[1], &data, &len)) return NULL;
+  bool dont_wait = false;
+  if (argc > 3) napi_get_value_bool(env, argv[3], &dont_wait);
   int fds[MAX_FDS];
   uint32_t nfds = 0;
   if (argc > 2) {
@@ -256,7 +280,7 @@ static napi_value SendMsg(napi_env env, napi_callback_info info) {
       c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
       memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
     }
-    ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL | (dont_wait ? MSG_DONTWAIT : 0));
     if (n < 0) {
       if (errno == EINTR) continue;
       return throw_errno(env, "sendmsg", errno);
@@ -320,6 +344,55 @@ static napi_value Mmap(napi_env env, napi_callback_info info) {
   CHECK(napi_set_named_property(env, result, "buffer", buffer));
   CHECK(napi_set_named_property(env, result, "delta", int_value(env, (int32_t)delta)));
   return result;
+}
+
+// fallocate(fd, mode, offset, length): fallocate(2) with FALLOC_FL_* `mode`,
+// for punching holes (DISCARD) and zeroing ranges without writing them
+// (WRITE_ZEROES); Node's fs has no way to reach it. Retries EINTR.
+static napi_value Fallocate(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int32_t fd, mode;
+  int64_t offset, length;
+  if (!get_args(env, info, 4, argv) || !get_int(env, argv[0], &fd) || !get_int(env, argv[1], &mode)) return NULL;
+  if (napi_get_value_int64(env, argv[2], &offset) != napi_ok || napi_get_value_int64(env, argv[3], &length) != napi_ok ||
+      offset < 0 || length <= 0) {
+    napi_throw_range_error(env, NULL, "fallocate offset/length out of range");
+    return NULL;
+  }
+  int rc;
+  do rc = fallocate(fd, mode, (off_t)offset, (off_t)length);
+  while (rc < 0 && errno == EINTR);
+  if (rc < 0) return throw_errno(env, "fallocate", errno);
+  return NULL;
+}
+
+// fdSize(fd): st_size of fd (the bytes a memory-region fd can back: touching a
+// MAP_SHARED page past the end of its file is SIGBUS, which would kill Node).
+static napi_value FdSize(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!get_args(env, info, 1, argv) || !get_int(env, argv[0], &fd)) return NULL;
+  struct stat st;
+  if (fstat(fd, &st) < 0) return throw_errno(env, "fstat", errno);
+  napi_value out;
+  napi_create_double(env, (double)st.st_size, &out);
+  return out;
+}
+
+// unmap(buffer): detach an ArrayBuffer that mmap() returned. Every view on it
+// becomes empty and the backing store is released, which runs unmap_finalize:
+// the mapping goes when the front-end does, not whenever the GC gets to it.
+static napi_value Unmap(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!get_args(env, info, 1, argv)) return NULL;
+  bool detachable = false;
+  CHECK(napi_is_arraybuffer(env, argv[0], &detachable));
+  if (!detachable) {
+    napi_throw_type_error(env, NULL, "expected an ArrayBuffer from mmap()");
+    return NULL;
+  }
+  CHECK(napi_detach_arraybuffer(env, argv[0]));
+  return NULL;
 }
 
 // eventfd(): a non-blocking eventfd (tests play QEMU's side with it).
@@ -460,6 +533,9 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"recvmsg", NULL, RecvMsg, NULL, NULL, NULL, napi_enumerable, NULL},
       {"sendmsg", NULL, SendMsg, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mmap", NULL, Mmap, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fallocate", NULL, Fallocate, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fdSize", NULL, FdSize, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"unmap", NULL, Unmap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"eventfd", NULL, EventFd, NULL, NULL, NULL, napi_enumerable, NULL},
       {"setBlocking", NULL, SetBlocking, NULL, NULL, NULL, napi_enumerable, NULL},
       {"close", NULL, Close, NULL, NULL, NULL, napi_enumerable, NULL},

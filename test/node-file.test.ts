@@ -2,12 +2,13 @@
 // only a file can show (bytes really on disk, clear open errors, big ranges
 // zeroed in bounded chunks).
 
-import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { StorageError } from '../src/backends/backend.ts';
-import { NodeFileBackend } from '../src/backends/node-file.ts';
+import { NodeFileBackend, type Fallocate } from '../src/backends/node-file.ts';
+import { loadAddon } from '../src/host/vhost-user/addon.ts';
 import { backendContract, pattern, type BackendFactory } from './contract/backend-contract.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'vbw-node-file-'));
@@ -127,5 +128,101 @@ describe('node file backend: vectored I/O', () => {
     expect(views[1]!.subarray(0, 10000 - 8192).every((b) => b === 9)).toBe(true);
     expect(views[1]!.subarray(10000 - 8192).every((b) => b === 0)).toBe(true);
     disk.close();
+  });
+});
+
+// DISCARD and WRITE_ZEROES give space back (virtio 1.2 §5.2.6.2): one fstrim
+// in a guest must not allocate the whole image. fallocate comes from the
+// vhost-user addon (Linux only).
+describe.runIf(process.platform === 'linux')('node file backend: holes', () => {
+  const MIB = 1 << 20;
+  /** Bytes the file really occupies (st_blocks is in 512-byte units whatever the fs block size). */
+  const allocated = (path: string): number => statSync(path).blocks * 512;
+
+  /** A sparse 8 MiB image with its middle 4 MiB written (allocated). */
+  function writtenImage(fallocate?: Fallocate): { path: string; disk: NodeFileBackend } {
+    const path = makeImage(8 * MIB);
+    const disk = NodeFileBackend.open(path, { fallocate });
+    disk.write(2 * MIB, new Uint8Array(4 * MIB).fill(0x5a));
+    disk.flush();
+    return { path, disk };
+  }
+
+  const readBack = (disk: NodeFileBackend, offset: number, length: number): Uint8Array => {
+    const out = new Uint8Array(length).fill(1);
+    disk.read(offset, out);
+    return out;
+  };
+
+  test('a discard of written data punches a hole: allocated blocks shrink, the range reads zeroes', () => {
+    const addon = loadAddon();
+    const { path, disk } = writtenImage(addon.fallocate);
+    const before = allocated(path);
+    expect(before).toBeGreaterThanOrEqual(4 * MIB);
+    disk.discard(3 * MIB, 2 * MIB);
+    disk.flush();
+    expect(allocated(path)).toBeLessThanOrEqual(before - 2 * MIB);
+    expect(statSync(path).size).toBe(8 * MIB); // KEEP_SIZE
+    expect(readBack(disk, 3 * MIB, 2 * MIB).every((b) => b === 0)).toBe(true);
+    // The edges of the hole keep their data.
+    expect(readBack(disk, 2 * MIB, MIB).every((b) => b === 0x5a)).toBe(true);
+    expect(readBack(disk, 5 * MIB, MIB).every((b) => b === 0x5a)).toBe(true);
+    disk.close();
+  });
+
+  test('write-zeroes with UNMAP punches a hole; without it the blocks stay allocated and read zeroes', () => {
+    const addon = loadAddon();
+    const { path, disk } = writtenImage(addon.fallocate);
+    const before = allocated(path);
+    disk.writeZeroes(2 * MIB, MIB, false);
+    expect(readBack(disk, 2 * MIB, MIB).every((b) => b === 0)).toBe(true);
+    expect(allocated(path)).toBe(before);
+    disk.writeZeroes(4 * MIB, 2 * MIB, true);
+    expect(allocated(path)).toBeLessThanOrEqual(before - 2 * MIB);
+    expect(readBack(disk, 4 * MIB, 2 * MIB).every((b) => b === 0)).toBe(true);
+    expect(readBack(disk, 3 * MIB, MIB).every((b) => b === 0x5a)).toBe(true);
+    disk.close();
+  });
+
+  test('where the file system refuses (EOPNOTSUPP) the range is zero-filled, and the mode is not retried', () => {
+    const calls: number[] = [];
+    const refuse: Fallocate = (_fd, mode) => {
+      calls.push(mode);
+      throw Object.assign(new Error('fallocate: Operation not supported'), { code: 'EOPNOTSUPP' });
+    };
+    const { path, disk } = writtenImage(refuse);
+    const before = allocated(path);
+    disk.discard(3 * MIB, MIB);
+    disk.discard(4 * MIB, MIB);
+    expect(calls).toEqual([0x03]); // PUNCH_HOLE | KEEP_SIZE, tried once
+    expect(readBack(disk, 3 * MIB, 2 * MIB).every((b) => b === 0)).toBe(true);
+    expect(allocated(path)).toBe(before); // written zeroes, not a hole
+    disk.writeZeroes(2 * MIB, MIB, false);
+    expect(calls).toEqual([0x03, 0x11]); // ZERO_RANGE | KEEP_SIZE is its own mode
+    expect(readBack(disk, 2 * MIB, MIB).every((b) => b === 0)).toBe(true);
+    disk.close();
+  });
+
+  test('a real fallocate failure (EIO) is a storage error, not a silent zero-fill', () => {
+    const broken: Fallocate = () => {
+      throw Object.assign(new Error('fallocate: Input/output error'), { code: 'EIO' });
+    };
+    const { disk } = writtenImage(broken);
+    expect(() => disk.discard(3 * MIB, MIB)).toThrow(expect.objectContaining({ code: 'io' }));
+    expect(readBack(disk, 3 * MIB, MIB).every((b) => b === 0x5a)).toBe(true);
+    disk.close();
+  });
+
+  test('without fallocate, discard still reads back zeroes (zero-fill)', () => {
+    const { disk } = writtenImage();
+    disk.discard(3 * MIB, MIB);
+    expect(readBack(disk, 3 * MIB, MIB).every((b) => b === 0)).toBe(true);
+    disk.close();
+  });
+
+  test('a directory as the image is one sentence saying so, read-write or read-only', () => {
+    for (const readOnly of [false, true]) {
+      expect(() => NodeFileBackend.open(dir, { readOnly })).toThrow(new RegExp(`^disk image ${dir} is a directory$`));
+    }
   });
 });

@@ -1,12 +1,13 @@
 // The CLI's error paths: each mistake a user can make gets one clear line and
 // a non-zero exit, without a stack trace and without touching the disk.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, test, vi } from 'vitest';
 import { MemoryBackend } from '../src/backends/memory.ts';
 import { VirtioBlkDevice } from '../src/block/device.ts';
+import { loadAddon } from '../src/host/vhost-user/addon.ts';
 import { main } from '../src/host/vhost-user/cli.ts';
 import { VhostUserHost } from '../src/host/vhost-user/host.ts';
 
@@ -82,5 +83,58 @@ describe('virtio-blk-web CLI', () => {
     const r = await cli('vhost-user', '--socket', join(dir, 'no-such-dir', 's.sock'), '--image', image);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('its directory does not exist');
+  });
+
+  test.runIf(process.platform === 'linux')('a regular file given as --socket is not a socket and is left alone, exit 1', async () => {
+    const notSocket = join(dir, 'notes.txt');
+    writeFileSync(notSocket, 'keep me');
+    const r = await cli('vhost-user', '--socket', notSocket, '--image', image);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(`virtio-blk-web: ${notSocket} exists and is not a socket; refusing to replace it (remove it or choose another --socket)\n`);
+    expect(readFileSync(notSocket, 'utf8')).toBe('keep me');
+  });
+
+  test.runIf(process.platform === 'linux')('a directory given as --image is one sentence, exit 1', async () => {
+    const imageDir = join(dir, 'image-dir');
+    mkdirSync(imageDir, { recursive: true });
+    for (const extra of [[], ['--read-only']]) {
+      const r = await cli('vhost-user', '--socket', join(dir, 'd.sock'), '--image', imageDir, ...extra);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toBe(`virtio-blk-web: disk image ${imageDir} is a directory\n`);
+    }
+  });
+
+  /** An absolute socket path of exactly `bytes` bytes inside `dir`. */
+  const pathOfBytes = (bytes: number): string => {
+    const prefix = join(dir, 'p');
+    return prefix + 'x'.repeat(bytes - Buffer.byteLength(prefix));
+  };
+
+  test.runIf(process.platform === 'linux')('a 108-byte socket path is refused naming its length and the 107-byte limit', async () => {
+    const long = pathOfBytes(108);
+    const r = await cli('vhost-user', '--socket', long, '--image', image);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `virtio-blk-web: socket path ${long} is 108 bytes; a unix socket path can have at most 107 ` +
+        '(sun_path is 108 bytes including the terminating NUL)\n',
+    );
+  });
+
+  test.runIf(process.platform === 'linux')('unix(7) sun_path: a 107-byte socket path is accepted and served, 108 is not', () => {
+    const addon = loadAddon();
+    const longest = pathOfBytes(107);
+    expect(Buffer.byteLength(longest)).toBe(107);
+    const listener = addon.listen(longest);
+    try {
+      const client = addon.connect(longest);
+      addon.close(client);
+    } finally {
+      addon.close(listener);
+      rmSync(longest);
+    }
+    expect(() => addon.listen(pathOfBytes(108))).toThrow(/is 108 bytes; a unix socket path must be 1 to 107 bytes/);
+    // Measured before copying: a much longer path is not silently cut to 107 bytes.
+    expect(() => addon.listen(pathOfBytes(300))).toThrow(expect.objectContaining({ code: 'ENAMETOOLONG' }));
+    expect(() => addon.listen(`${join(dir, 'a')}\0b`)).toThrow(/NUL/);
   });
 });

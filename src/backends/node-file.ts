@@ -3,9 +3,16 @@
 // Positioned, synchronous I/O (`fs.readSync`/`fs.writeSync` at an offset):
 // every call completes before it returns, so the device keeps its synchronous
 // fast path and a whole batch of guest requests completes in one turn of the
-// loop. FLUSH is `fdatasync`. Node cannot punch holes (no fallocate), so
-// DISCARD and WRITE_ZEROES write zeroes, in bounded chunks from one reusable
-// zero buffer; reads after either return zeroes, which is what both promise.
+// loop. FLUSH is `fdatasync`.
+//
+// DISCARD (and WRITE_ZEROES that may unmap) punch a hole, so that a guest's
+// `fstrim` gives the space back to the host; WRITE_ZEROES that must stay
+// allocated zeroes the range in place (FALLOC_FL_ZERO_RANGE, as QEMU's
+// file-posix does). Node's fs has no fallocate, so it is injected (the
+// vhost-user addon has one). Without it, or where the file system refuses
+// (EOPNOTSUPP: tmpfs has no ZERO_RANGE, some have neither), the range is
+// written with zeroes in bounded chunks from one reusable buffer; reads
+// return zeroes either way, which is what both requests promise.
 //
 // Node only: this file imports node:fs and is not re-exported for browsers.
 
@@ -25,9 +32,29 @@ import { StorageError, StorageErrorCode, toStorageError, type BlockBackend } fro
 /** Largest zero-filling write: bounds memory, however large the range. */
 const ZERO_CHUNK_BYTES = 1 << 20;
 
+/** fallocate(2) mode bits (linux/falloc.h). */
+const FALLOC_FL_KEEP_SIZE = 0x01;
+const FALLOC_FL_PUNCH_HOLE = 0x02;
+const FALLOC_FL_ZERO_RANGE = 0x10;
+
+/**
+ * fallocate(2) errors that mean "this file (system) cannot do that mode":
+ * the range is then zero-filled instead, and the mode is not tried again.
+ * Anything else (EIO, ENOSPC, EBADF) is a real storage error.
+ */
+const UNSUPPORTED_ERRNOS: ReadonlySet<string> = new Set(['EOPNOTSUPP', 'ENOTSUP', 'ENOSYS', 'ENODEV', 'EINVAL']);
+
+/** fallocate(2): throws an Error whose `code` is the errno name. */
+export type Fallocate = (fd: number, mode: number, offset: number, length: number) => void;
+
 export interface NodeFileBackendOptions {
   /** Open the image read-only (O_RDONLY); writes are refused. */
   readOnly?: boolean;
+  /**
+   * Deallocate and zero ranges without writing them (the vhost-user addon's
+   * `fallocate`). Without it DISCARD and WRITE_ZEROES write zeroes.
+   */
+  fallocate?: Fallocate;
 }
 
 export class NodeFileBackend implements BlockBackend {
@@ -38,14 +65,18 @@ export class NodeFileBackend implements BlockBackend {
   /** The open file; −1 once closed. */
   #fd: number;
   #size: number;
-  /** Allocated on the first discard / write-zeroes, then reused. */
+  /** Allocated on the first zero-filling discard / write-zeroes, then reused. */
   #zeroes: Uint8Array | null = null;
+  readonly #fallocate: Fallocate | null;
+  /** fallocate modes the file system refused once (see UNSUPPORTED_ERRNOS). */
+  readonly #unsupportedModes = new Set<number>();
 
-  private constructor(path: string, fd: number, size: number, readOnly: boolean) {
+  private constructor(path: string, fd: number, size: number, readOnly: boolean, fallocate: Fallocate | null) {
     this.path = path;
     this.#fd = fd;
     this.#size = size;
     this.readOnly = readOnly;
+    this.#fallocate = fallocate;
   }
 
   /** Open an existing image. Missing files and directories are `not-found` / `io` StorageErrors. */
@@ -59,6 +90,7 @@ export class NodeFileBackend implements BlockBackend {
       if (code === 'ENOENT') {
         throw new StorageError(StorageErrorCode.NotFound, `disk image ${path} does not exist`, { cause: err });
       }
+      if (code === 'EISDIR') throw notAFile(path, 'a directory', err);
       if (code === 'EACCES' || code === 'EROFS' || code === 'EPERM') {
         throw new StorageError(
           StorageErrorCode.Io,
@@ -66,14 +98,15 @@ export class NodeFileBackend implements BlockBackend {
           { cause: err },
         );
       }
-      throw toStorageError(err, `open ${path}`);
+      const detail = (err as Error).message;
+      throw new StorageError(StorageErrorCode.Io, `disk image ${path} cannot be opened (${detail})`, { cause: err });
     }
     const stat = fstatSync(fd);
     if (!stat.isFile() && !stat.isBlockDevice()) {
       closeSync(fd);
-      throw new StorageError(StorageErrorCode.Io, `${path} is not a regular file`);
+      throw notAFile(path, stat.isDirectory() ? 'a directory' : 'not a regular file or block device');
     }
-    return new NodeFileBackend(path, fd, stat.size, readOnly);
+    return new NodeFileBackend(path, fd, stat.size, readOnly, options.fallocate ?? null);
   }
 
   get size(): number {
@@ -147,13 +180,41 @@ export class NodeFileBackend implements BlockBackend {
     this.#io(() => fdatasyncSync(this.#fd), 'fdatasync');
   }
 
+  /** Punch a hole: the blocks go back to the host's file system (virtio 1.2 §5.2.6.2). */
   discard(offset: number, length: number): void {
-    this.writeZeroes(offset, length);
+    this.writeZeroes(offset, length, true);
   }
 
-  writeZeroes(offset: number, length: number): void {
+  /**
+   * With `mayUnmap` (VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) the range is punched
+   * out like a discard; without it the guest asked for the blocks to stay
+   * provisioned (Linux's REQ_NOUNMAP), so they are zeroed in place.
+   */
+  writeZeroes(offset: number, length: number, mayUnmap = false): void {
     this.#checkWritable();
     this.#check(offset, length);
+    if (length === 0) return;
+    const mode = FALLOC_FL_KEEP_SIZE | (mayUnmap ? FALLOC_FL_PUNCH_HOLE : FALLOC_FL_ZERO_RANGE);
+    if (this.#tryFallocate(mode, offset, length)) return;
+    this.#fillZeroes(offset, length);
+  }
+
+  /** True when fallocate did the job; false when it is absent or this mode is unsupported here. */
+  #tryFallocate(mode: number, offset: number, length: number): boolean {
+    const fallocate = this.#fallocate;
+    if (!fallocate || this.#unsupportedModes.has(mode)) return false;
+    try {
+      this.#io(() => fallocate(this.#fd, mode, offset, length), 'fallocate');
+      return true;
+    } catch (err) {
+      const code = ((err as StorageError).cause as NodeJS.ErrnoException | undefined)?.code;
+      if (code === undefined || !UNSUPPORTED_ERRNOS.has(code)) throw err;
+      this.#unsupportedModes.add(mode);
+      return false;
+    }
+  }
+
+  #fillZeroes(offset: number, length: number): void {
     const zeroes = (this.#zeroes ??= new Uint8Array(ZERO_CHUNK_BYTES));
     let done = 0;
     while (done < length) {
@@ -200,6 +261,11 @@ export class NodeFileBackend implements BlockBackend {
   #checkWritable(): void {
     if (this.readOnly) throw new StorageError(StorageErrorCode.ReadOnly, `${this.path} is read-only`);
   }
+}
+
+/** `path` cannot be a disk image: one sentence saying what it is instead. */
+function notAFile(path: string, what: string, cause?: unknown): StorageError {
+  return new StorageError(StorageErrorCode.Io, `disk image ${path} is ${what}`, { cause });
 }
 
 function byteLength(views: Uint8Array[]): number {

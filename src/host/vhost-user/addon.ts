@@ -29,9 +29,19 @@ export interface VhostUserAddon {
   connect(path: string): number;
   /** Blocks until data arrives, unless `dontWait`: then bytes is −1 when nothing is there. */
   recvmsg(fd: number, buf: Uint8Array, dontWait?: boolean): Received;
-  sendmsg(fd: number, buf: Uint8Array, fds?: number[]): number;
+  /** Sends all of buf; with `dontWait` a full socket buffer throws EAGAIN instead of blocking. */
+  sendmsg(fd: number, buf: Uint8Array, fds?: number[], dontWait?: boolean): number;
   /** Map [offset, offset + length) of fd shared; the range starts `delta` bytes into `buffer`. */
   mmap(fd: number, offset: number, length: number): { buffer: ArrayBuffer; delta: number };
+  /**
+   * Release a buffer from `mmap` now: it is detached (every view on it reads as
+   * empty) and unmapped, instead of whenever the GC collects it.
+   */
+  unmap(buffer: ArrayBuffer): void;
+  /** fstat's st_size: how many bytes of a memory-region fd can be mapped safely. */
+  fdSize(fd: number): number;
+  /** fallocate(2) with FALLOC_FL_* `mode` (see `FallocMode`). */
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
   eventfd(): number;
   setBlocking(fd: number, blocking: boolean): void;
   close(fd: number): void;
@@ -39,6 +49,16 @@ export interface VhostUserAddon {
   watch(fd: number, onReady: (events: number) => void): Watcher;
   unwatch(watcher: Watcher): void;
 }
+
+/** fallocate(2) mode bits (linux/falloc.h). */
+export const FallocMode = {
+  /** Do not change the file size, even when the range reaches past its end. */
+  KeepSize: 0x01,
+  /** Deallocate the range (it reads as zeroes); needs KeepSize. */
+  PunchHole: 0x02,
+  /** Make the range read as zeroes while keeping it allocated (unwritten extents). */
+  ZeroRange: 0x10,
+} as const;
 
 /** The host cannot run here (not Linux, no compiler, build failed). */
 export class AddonUnavailableError extends Error {

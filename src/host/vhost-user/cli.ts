@@ -31,6 +31,9 @@ options:
   --verbose               log the vhost-user conversation to stderr
 `;
 
+/** sun_path is 108 bytes on Linux (unix(7)), one of them the terminating NUL. */
+const MAX_SOCKET_PATH_BYTES = 107;
+
 /** A mistake the user can fix: printed without a stack. */
 class CliError extends Error {
   constructor(
@@ -99,7 +102,8 @@ async function serve(argv: string[]): Promise<number> {
   const addon = loadAddon();
 
   const readOnly = parsed['read-only'];
-  const backend = NodeFileBackend.open(parsed.image, { readOnly });
+  // fallocate lets a guest's fstrim punch holes instead of writing zeroes.
+  const backend = NodeFileBackend.open(parsed.image, { readOnly, fallocate: addon.fallocate });
   if (backend.size % 512 !== 0) {
     process.stderr.write(`warning: ${parsed.image} is not a multiple of 512 bytes; the tail is not visible\n`);
   }
@@ -126,9 +130,18 @@ async function serve(argv: string[]): Promise<number> {
     backend.close();
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE') throw new CliError(`socket ${parsed.socket} is in use by a running server`);
+    if (code === 'ENOTSOCK') {
+      throw new CliError(`${parsed.socket} exists and is not a socket; refusing to replace it (remove it or choose another --socket)`);
+    }
     if (code === 'ENOENT') throw new CliError(`socket ${parsed.socket}: its directory does not exist`);
     if (code === 'EACCES') throw new CliError(`socket ${parsed.socket}: permission denied`);
-    if (code === 'ENAMETOOLONG') throw new CliError(`socket path ${parsed.socket} is longer than 107 bytes`);
+    if (code === 'ENAMETOOLONG') {
+      const bytes = Buffer.byteLength(parsed.socket);
+      throw new CliError(
+        `socket path ${parsed.socket} is ${bytes} bytes; a unix socket path can have at most ${MAX_SOCKET_PATH_BYTES} ` +
+          `(sun_path is ${MAX_SOCKET_PATH_BYTES + 1} bytes including the terminating NUL)`,
+      );
+    }
     throw err;
   }
   const mib = (backend.size / (1 << 20)).toFixed(1);
