@@ -9,6 +9,13 @@
 // Messages are handled strictly in order; a handler may be asynchronous
 // (GET_VRING_BASE waits for in-flight requests), and later messages wait.
 //
+// The front-end is not trusted to be well-formed (any bytes may arrive on the
+// socket): every message that fails is answered with an error where the
+// protocol has a way to say so (REPLY_ACK, GET_CONFIG's empty payload) and
+// otherwise ends the connection, so that a front-end never waits for a reply
+// that will not come. Nothing a peer sends blocks the event loop: reads and
+// replies never wait, and a peer that stops reading its replies is dropped.
+//
 // Ring lifecycle (vhost-user.rst "Starting and stopping rings"): a ring starts
 // when it has an address and a kick fd, is enabled by SET_VRING_ENABLE (or at
 // once when protocol features were not negotiated), and stops at
@@ -35,6 +42,7 @@ import {
   encodeU64,
   encodeVringState,
   F_PROTOCOL_FEATURES,
+  fdsCarried,
   HEADER_SIZE,
   HeaderFlag,
   MAX_PAYLOAD,
@@ -45,6 +53,7 @@ import {
   requestName,
   VRING_INDEX_MASK,
   VRING_NOFD_MASK,
+  VRING_RESERVED_MASK,
   type MemRegion,
 } from './protocol.ts';
 
@@ -58,6 +67,13 @@ export const OFFERED_PROTOCOL_FEATURES =
 
 /** How long GET_VRING_BASE waits for in-flight requests before resetting anyway. */
 const DRAIN_TIMEOUT_MS = 10_000;
+
+/**
+ * Messages received but not yet handled, at most. Past it the socket is not
+ * read until the queue drains (a slow GET_VRING_BASE must not let a flood of
+ * messages pile up in memory); QEMU itself waits for each reply.
+ */
+const MAX_QUEUED_MESSAGES = 64;
 
 export interface VhostUserHostOptions {
   /** Unix socket path to listen on. A stale socket file is replaced; a live one is an error. */
@@ -120,6 +136,12 @@ export class VhostUserHost {
   // Per-connection state, cleared by #disconnect.
   #connFd: number | null = null;
   #connWatcher: Watcher | null = null;
+  /** The connection is being torn down: read nothing more from it. */
+  #ending = false;
+  /** Messages enqueued and not yet handled (see MAX_QUEUED_MESSAGES). */
+  #queued = 0;
+  /** The handler of the current message sent its reply. */
+  #replied = false;
   #backendFd: number | null = null;
   #features = 0n;
   #protocolFeatures = 0n;
@@ -129,6 +151,8 @@ export class VhostUserHost {
   #regions: MemRegion[] = [];
   readonly #maxMappingBytes: number;
   #memory: GuestMemory | null = null;
+  /** The mmaps behind `#memory`: unmapped when the table is replaced or the front-end leaves. */
+  #mappings: Mapping[] = [];
   #rings: Ring[];
   /** The array handed to the device in `activate`; entries are filled as rings start. */
   #queues: (SplitQueue | null)[];
@@ -223,9 +247,9 @@ export class VhostUserHost {
       return;
     }
     this.#connFd = fd;
-    // Replies are sent blocking (they are small and QEMU waits for them);
-    // reads never block (recvmsg with MSG_DONTWAIT).
-    this.#addon.setBlocking(fd, true);
+    // Neither reads nor replies ever wait (MSG_DONTWAIT both ways): the peer
+    // cannot stop the loop by sending half a message or by reading nothing.
+    this.#ending = false;
     this.#connWatcher = this.#addon.watch(fd, () => this.#readMessages());
     this.#log('front-end connected');
     for (const wake of this.#connectionWaiters.splice(0)) wake();
@@ -234,13 +258,18 @@ export class VhostUserHost {
   /**
    * Read whatever the socket holds without blocking, and queue every message
    * completed by it. A message may arrive in pieces; the parts read so far
-   * wait in `#rx` for the next readable event.
+   * wait in `#rx` for the next readable event. Reading pauses while
+   * MAX_QUEUED_MESSAGES wait to be handled.
    */
   #readMessages(): void {
     const fd = this.#connFd;
-    if (fd === null) return;
+    if (fd === null || this.#ending) return;
     try {
       for (;;) {
+        if (this.#queued >= MAX_QUEUED_MESSAGES) {
+          this.#pauseReading();
+          return;
+        }
         const rx = this.#rx;
         const target = rx.payload ? rx.payload.subarray(rx.payloadFill) : rx.header.subarray(rx.headerFill);
         if (target.length > 0) {
@@ -282,36 +311,86 @@ export class VhostUserHost {
   }
 
   #endConnection(why: string): void {
+    if (this.#ending || this.#connFd === null) return;
+    this.#ending = true;
+    this.#pauseReading();
+    this.#enqueue(() => this.#disconnect(why));
+  }
+
+  #pauseReading(): void {
     if (this.#connWatcher) this.#addon.unwatch(this.#connWatcher);
     this.#connWatcher = null;
-    this.#enqueue(() => this.#disconnect(why));
+  }
+
+  /** Watch the socket again once the queue has drained (reading was paused by a full queue). */
+  #resumeReading(): void {
+    const fd = this.#connFd;
+    if (fd === null || this.#ending || this.#connWatcher || this.#queued > 0) return;
+    this.#connWatcher = this.#addon.watch(fd, () => this.#readMessages());
   }
 
   /** Run `step` after everything queued before it; a failure is logged and does not stop later steps. */
   #enqueue(step: () => Promise<void>): void {
-    this.#pending = this.#pending.then(step).catch((err: unknown) => this.#warn(`internal error: ${String(err)}`));
+    this.#queued++;
+    this.#pending = this.#pending
+      .then(step)
+      .catch((err: unknown) => this.#warn(`internal error: ${String(err)}`))
+      .finally(() => {
+        this.#queued--;
+        this.#resumeReading();
+      });
   }
 
   async #handle(request: number, flags: number, payload: Uint8Array, fds: number[]): Promise<void> {
-    if (this.#connFd === null) {
+    // Messages that arrived behind one that ended the connection take no effect.
+    if (this.#connFd === null || this.#ending) {
       for (const fd of fds) this.#addon.close(fd);
       return;
     }
-    this.#log(`<- ${requestName[request] ?? request}${fds.length ? ` (${fds.length} fd)` : ''}`);
+    const name = requestName[request] ?? String(request);
+    this.#log(`<- ${name}${fds.length ? ` (${fds.length} fd)` : ''}`);
+    this.#replied = false;
     let ok = true;
     try {
+      const expected = fdsCarried(request, payload);
+      if (expected !== null && fds.length !== expected) {
+        throw new ProtocolError(`carries ${fds.length} fd(s), needs ${expected}`);
+      }
       ok = await this.#dispatch(request, payload, fds);
     } catch (err) {
       ok = false;
-      this.#warn(`${requestName[request] ?? request}: ${(err as Error).message}`);
+      this.#warn(`${name}: ${(err as Error).message}`);
     } finally {
       // Any fd a handler did not take over is closed here.
       for (const fd of fds) if (fd >= 0) this.#addon.close(fd);
     }
-    const ackNegotiated = hasFeature(this.#protocolFeatures, ProtocolFeature.ReplyAck);
-    if (ackNegotiated && flags & HeaderFlag.NeedReply && !repliesItself.has(request)) {
-      this.#reply(request, encodeU64(ok ? 0n : 1n));
+    if (repliesItself.has(request)) {
+      if (!this.#replied) this.#failUnanswered(request, name);
+      return;
     }
+    const ackNegotiated = hasFeature(this.#protocolFeatures, ProtocolFeature.ReplyAck);
+    if (ackNegotiated && flags & HeaderFlag.NeedReply) {
+      this.#reply(request, encodeU64(ok ? 0n : 1n));
+    } else if (!ok) {
+      // Nothing can carry the failure back, and the front-end would go on as
+      // if the request had worked (vhost-user.rst: without REPLY_ACK the
+      // back-end has no way to report an error): hang up instead.
+      this.#endConnection(`${name} failed and the front-end asked for no reply`);
+    }
+  }
+
+  /**
+   * A request whose reply is its answer failed. GET_CONFIG has an error form
+   * (vhost-user.rst, VHOST_USER_GET_CONFIG: a reply with an empty payload);
+   * for the others (GET_VRING_BASE, ...) there is none, and the front-end is
+   * blocked reading the reply: disconnecting is the only answer it will see.
+   */
+  #failUnanswered(request: number, name: string): void {
+    if (request === Request.GetConfig) {
+      this.#reply(request, new Uint8Array(0));
+      return;
+    }
+    this.#endConnection(`${name} could not be answered`);
   }
 
   /**
@@ -370,7 +449,11 @@ export class VhostUserHost {
       }
       case Request.SetVringBase: {
         const { index, num } = decodeVringState(payload);
-        this.#ring(index).base = num & 0xffff;
+        const ring = this.#ring(index);
+        // Split rings: the base is the next avail index, a u16 (§2.7.6);
+        // packed rings (the only users of the upper bits) are not offered.
+        if (num > 0xffff) throw new ProtocolError(`ring base ${num} is not a 16-bit avail index`);
+        ring.base = num;
         return true;
       }
       case Request.GetVringBase: {
@@ -383,9 +466,7 @@ export class VhostUserHost {
         return this.#setKick(payload, fds);
       case Request.SetVringCall:
       case Request.SetVringErr: {
-        const value = decodeU64(payload);
-        const ring = this.#ring(Number(value & VRING_INDEX_MASK));
-        const fd = value & VRING_NOFD_MASK ? null : takeFd(fds);
+        const { ring, fd } = this.#ringFd(payload, fds);
         const key = request === Request.SetVringCall ? 'callFd' : 'errFd';
         if (ring[key] !== null) this.#addon.close(ring[key]);
         ring[key] = fd;
@@ -440,9 +521,39 @@ export class VhostUserHost {
     return ring;
   }
 
+  /**
+   * The ring and fd of a SET_VRING_KICK/CALL/ERR payload (vhost-user.rst: bits
+   * 0–7 the index, bit 8 "no fd", the rest zero). The fd is an eventfd the
+   * front-end also holds: it is made non-blocking so that neither a drained
+   * counter (kick) nor a full one (call, err) can block the loop.
+   */
+  #ringFd(payload: Uint8Array, fds: number[]): { ring: Ring; index: number; fd: number | null } {
+    const value = decodeU64(payload);
+    if (value & VRING_RESERVED_MASK) throw new ProtocolError(`reserved bits set in 0x${value.toString(16)}`);
+    const index = Number(value & VRING_INDEX_MASK);
+    const ring = this.#ring(index);
+    const fd = value & VRING_NOFD_MASK ? null : takeFd(fds);
+    if (fd !== null) {
+      try {
+        this.#addon.setBlocking(fd, false);
+      } catch (err) {
+        this.#addon.close(fd);
+        throw err;
+      }
+    }
+    return { ring, index, fd };
+  }
+
+  /** Send a reply. A peer that does not read it (EAGAIN) or is gone is disconnected. */
   #reply(request: number, payload: Uint8Array): void {
-    if (this.#connFd === null) return;
-    this.#addon.sendmsg(this.#connFd, encodeReply(request, payload));
+    if (this.#connFd === null || this.#ending) return;
+    this.#replied = true;
+    try {
+      this.#addon.sendmsg(this.#connFd, encodeReply(request, payload), undefined, true);
+    } catch (err) {
+      this.#warn(`reply to ${requestName[request] ?? request}: ${(err as Error).message}`);
+      this.#endConnection('the front-end does not take its replies');
+    }
   }
 
   /** A QEMU-process address → guest-physical, through the memory table. */
@@ -461,21 +572,37 @@ export class VhostUserHost {
       throw new ProtocolError(`memory table has ${regions.length} regions but ${fds.length} fds`);
     }
     const mappings: Mapping[] = [];
-    regions.forEach((region, i) => {
-      for (let done = 0; done < region.size; done += this.#maxMappingBytes) {
-        const bytes = Math.min(this.#maxMappingBytes, region.size - done);
-        const { buffer, delta } = this.#addon.mmap(fds[i]!, region.mmapOffset + done, bytes);
-        mappings.push({ guestAddress: region.guestAddress + done, bytes, buffer, delta });
-      }
-    });
-    // The mappings hold the memory; the fds are no longer needed (closed by #handle).
-    const memory = new GuestMemory(
-      mappings.map((m) => ({ guestAddress: m.guestAddress, source: m.buffer, sourceOffset: m.delta, size: m.bytes })),
-    );
+    let memory: GuestMemory;
+    try {
+      regions.forEach((region, i) => {
+        // Touching a shared mapping past the end of its file is SIGBUS, which
+        // kills the process: every byte of the region must be in the file.
+        const fileBytes = this.#addon.fdSize(fds[i]!);
+        if (region.mmapOffset + region.size > fileBytes) {
+          throw new ProtocolError(
+            `memory region ${i} needs bytes up to 0x${(region.mmapOffset + region.size).toString(16)} of an fd of 0x${fileBytes.toString(16)}`,
+          );
+        }
+        for (let done = 0; done < region.size; done += this.#maxMappingBytes) {
+          const bytes = Math.min(this.#maxMappingBytes, region.size - done);
+          const { buffer, delta } = this.#addon.mmap(fds[i]!, region.mmapOffset + done, bytes);
+          mappings.push({ guestAddress: region.guestAddress + done, bytes, buffer, delta });
+        }
+      });
+      // The mappings hold the memory; the fds are no longer needed (closed by #handle).
+      memory = new GuestMemory(
+        mappings.map((m) => ({ guestAddress: m.guestAddress, source: m.buffer, sourceOffset: m.delta, size: m.bytes })),
+      );
+    } catch (err) {
+      this.#unmap(mappings);
+      throw err;
+    }
     const wasActive = this.#active;
     // A new table while rings run: requests in flight finish against the old
     // mapping, then the queues are rebuilt over the new one at the same indices.
     if (wasActive) await this.#deactivate();
+    this.#unmap(this.#mappings);
+    this.#mappings = mappings;
     this.#regions = regions;
     this.#memory = memory;
     this.#log(
@@ -485,14 +612,15 @@ export class VhostUserHost {
     return true;
   }
 
+  /** Unmap what `mappings` hold: nothing uses them any more (the device is reset or never saw them). */
+  #unmap(mappings: Mapping[]): void {
+    for (const m of mappings) this.#addon.unmap(m.buffer);
+  }
+
   #setKick(payload: Uint8Array, fds: number[]): boolean {
-    const value = decodeU64(payload);
-    const index = Number(value & VRING_INDEX_MASK);
-    const ring = this.#ring(index);
+    const { ring, index, fd } = this.#ringFd(payload, fds);
     this.#unwatchKick(ring);
-    if (!(value & VRING_NOFD_MASK)) {
-      const fd = takeFd(fds);
-      if (fd === null) throw new ProtocolError('SET_VRING_KICK without an fd');
+    if (fd !== null) {
       ring.kickFd = fd;
       ring.kickWatcher = this.#addon.watch(fd, () => this.#kicked(index));
     }
@@ -704,6 +832,9 @@ export class VhostUserHost {
     this.#rx = newReceiveState();
     this.#regions = [];
     this.#memory = null;
+    this.#unmap(this.#mappings);
+    this.#mappings = [];
+    this.#ending = false;
     if (this.#sawMessage) for (const wake of this.#sessionEndWaiters.splice(0)) wake();
     for (const wake of this.#idleWaiters.splice(0)) wake();
     this.#sawMessage = false;
@@ -715,7 +846,7 @@ export class VhostUserHost {
     const fd = this.#backendFd;
     if (fd === null || !hasFeature(this.#protocolFeatures, ProtocolFeature.BackendReq)) return;
     try {
-      this.#addon.sendmsg(fd, encodeMessage(BackendRequest.ConfigChange, HeaderFlag.Version));
+      this.#addon.sendmsg(fd, encodeMessage(BackendRequest.ConfigChange, HeaderFlag.Version), undefined, true);
     } catch (err) {
       this.#warn(`config change notification failed: ${(err as Error).message}`);
     }

@@ -89,6 +89,8 @@ export const ProtocolFeature = {
 /** SET_VRING_KICK/CALL/ERR payload: low byte is the ring index, bit 8 "no fd". */
 export const VRING_INDEX_MASK = 0xffn;
 export const VRING_NOFD_MASK = 0x100n;
+/** Bits 9–63 of that payload are reserved (zero). */
+export const VRING_RESERVED_MASK = ~(VRING_INDEX_MASK | VRING_NOFD_MASK) & 0xffff_ffff_ffff_ffffn;
 
 /** Header size in bytes. */
 export const HEADER_SIZE = 12;
@@ -202,23 +204,75 @@ export interface MemRegion {
   mmapOffset: number;
 }
 
+/**
+ * SET_MEM_TABLE's VhostUserMemory. Besides the layout, what makes the table
+ * usable is checked here: no empty region, no range that wraps (or leaves the
+ * exact-number range), and no two regions overlapping in guest-physical or in
+ * front-end address space, since either would make a translation ambiguous.
+ */
 export function decodeMemTable(payload: Uint8Array): MemRegion[] {
   need(payload, 8, 'memory table');
   const v = view(payload);
   const count = v.getUint32(0, true);
-  if (count === 0 || count > MAX_MEM_REGIONS) throw new ProtocolError(`memory table with ${count} regions`);
+  if (count === 0 || count > MAX_MEM_REGIONS) {
+    throw new ProtocolError(`memory table with ${count} regions (1 to ${MAX_MEM_REGIONS} allowed)`);
+  }
   need(payload, 8 + 32 * count, 'memory table');
   const regions: MemRegion[] = [];
   for (let i = 0; i < count; i++) {
     const at = 8 + 32 * i;
-    regions.push({
+    const region = {
       guestAddress: u64Number(v, at),
       size: u64Number(v, at + 8),
       userAddress: u64Number(v, at + 16),
       mmapOffset: u64Number(v, at + 24),
-    });
+    };
+    if (region.size === 0) throw new ProtocolError(`memory region ${i} is empty`);
+    for (const start of [region.guestAddress, region.userAddress, region.mmapOffset]) {
+      if (start + region.size > Number.MAX_SAFE_INTEGER) {
+        throw new ProtocolError(`memory region ${i} (0x${start.toString(16)}+0x${region.size.toString(16)}) overflows`);
+      }
+    }
+    regions.push(region);
+  }
+  for (const [i, a] of regions.entries()) {
+    for (const b of regions.slice(i + 1)) {
+      if (overlaps(a.guestAddress, b.guestAddress, a.size, b.size) || overlaps(a.userAddress, b.userAddress, a.size, b.size)) {
+        throw new ProtocolError(`memory regions overlap: 0x${a.guestAddress.toString(16)} and 0x${b.guestAddress.toString(16)}`);
+      }
+    }
   }
   return regions;
+}
+
+function overlaps(aStart: number, bStart: number, aSize: number, bSize: number): boolean {
+  return aStart < bStart + bSize && bStart < aStart + aSize;
+}
+
+/**
+ * How many fds `request` must carry (vhost-user.rst, "Front-end message
+ * types"): SET_MEM_TABLE one per region, SET_VRING_KICK/CALL/ERR one unless
+ * the payload's invalid-FD bit is set, SET_BACKEND_REQ_FD (and the log,
+ * inflight and single-region requests) one, every other named request none. Null when the request is unknown here (it
+ * is refused anyway) or its payload is too short to tell (its decoder says so).
+ */
+export function fdsCarried(request: number, payload: Uint8Array): number | null {
+  switch (request) {
+    case Request.SetMemTable:
+      return payload.length < 4 ? null : view(payload).getUint32(0, true);
+    case Request.SetVringKick:
+    case Request.SetVringCall:
+    case Request.SetVringErr:
+      return payload.length < 8 ? null : view(payload).getBigUint64(0, true) & VRING_NOFD_MASK ? 0 : 1;
+    case Request.SetBackendReqFd:
+    case Request.SetLogFd:
+    case Request.SetInflightFd:
+    case Request.AddMemReg:
+    case Request.RemMemReg:
+      return 1;
+    default:
+      return requestName[request] === undefined ? null : 0;
+  }
 }
 
 /** struct vhost_user_config: a window of the device config space. */
