@@ -621,8 +621,14 @@ export class VhostUserHost {
     const { ring, index, fd } = this.#ringFd(payload, fds);
     this.#unwatchKick(ring);
     if (fd !== null) {
+      try {
+        ring.kickWatcher = this.#addon.watch(fd, () => this.#kicked(index));
+      } catch (err) {
+        // Not pollable (epoll refuses regular files): refused, and not kept.
+        this.#addon.close(fd);
+        throw err;
+      }
       ring.kickFd = fd;
-      ring.kickWatcher = this.#addon.watch(fd, () => this.#kicked(index));
     }
     ring.started = true;
     // Without protocol features a ring is enabled as soon as it starts.
@@ -722,10 +728,21 @@ export class VhostUserHost {
     const ring = this.#rings[index]!;
     if (ring.kickFd === null) return;
     // Drain the eventfd counter (non-blocking: EAGAIN means already drained).
+    // An eventfd always reads 8 bytes; anything else (end of file, an error)
+    // is an fd that stays readable for ever and would spin the loop: the
+    // front-end handed over something that is not a kick eventfd.
+    let problem: string | null = null;
     try {
-      readSync(ring.kickFd, this.#scratch, 0, 8, null);
+      const got = readSync(ring.kickFd, this.#scratch, 0, 8, null);
+      if (got !== 8) problem = `read ${got} bytes`;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') this.#warn(`kick ${index}: ${(err as Error).message}`);
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') problem = (err as Error).message;
+    }
+    if (problem !== null) {
+      this.#warn(`kick ${index}: ${problem}; not an eventfd`);
+      this.#unwatchKick(ring);
+      this.#endConnection(`queue ${index}'s kick fd is broken`);
+      return;
     }
     if (this.#active && ring.queue && ring.enabled) this.#device.processQueue(index);
   }

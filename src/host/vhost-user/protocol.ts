@@ -207,8 +207,10 @@ export interface MemRegion {
 /**
  * SET_MEM_TABLE's VhostUserMemory. Besides the layout, what makes the table
  * usable is checked here: no empty region, no range that wraps (or leaves the
- * exact-number range), and no two regions overlapping in guest-physical or in
- * front-end address space, since either would make a translation ambiguous.
+ * exact-number range), and no two regions overlapping in guest-physical space
+ * (a guest address would have two meanings). Regions may share front-end
+ * addresses: an alias of the same memory at a second guest address is legal,
+ * and a ring address in it means the same bytes whichever region translates it.
  */
 export function decodeMemTable(payload: Uint8Array): MemRegion[] {
   need(payload, 8, 'memory table');
@@ -237,16 +239,12 @@ export function decodeMemTable(payload: Uint8Array): MemRegion[] {
   }
   for (const [i, a] of regions.entries()) {
     for (const b of regions.slice(i + 1)) {
-      if (overlaps(a.guestAddress, b.guestAddress, a.size, b.size) || overlaps(a.userAddress, b.userAddress, a.size, b.size)) {
+      if (a.guestAddress < b.guestAddress + b.size && b.guestAddress < a.guestAddress + a.size) {
         throw new ProtocolError(`memory regions overlap: 0x${a.guestAddress.toString(16)} and 0x${b.guestAddress.toString(16)}`);
       }
     }
   }
   return regions;
-}
-
-function overlaps(aStart: number, bStart: number, aSize: number, bSize: number): boolean {
-  return aStart < bStart + bSize && bStart < aStart + aSize;
 }
 
 /**
