@@ -172,9 +172,10 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
     return peer;
   }
 
-  function listen(): void {
+  function listen(options: { addon?: VhostUserAddon } = {}): void {
     device = new VirtioBlkDevice(new MemoryBackend(1 << 20));
-    host = VhostUserHost.listen({ socketPath: socket(), device, addon, warn: (line) => warnings.push(line) });
+    const use = options.addon ?? addon;
+    host = VhostUserHost.listen({ socketPath: socket(), device, addon: use, warn: (line) => warnings.push(line) });
   }
 
   /** A host and a peer that negotiated REPLY_ACK, so that refusals can be seen. */
@@ -476,6 +477,22 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
     expect(held(call.paths[0]!)).toBe(0);
     await unmapped(ramPath);
     await servesAFreshFrontEnd();
+  });
+
+  test('a burst of 200 requests: reading pauses behind 64 unhandled messages and resumes, every one answered in order', async () => {
+    let watches = 0;
+    listen({ addon: { ...addon, watch: (fd, onReady) => (watches++, addon.watch(fd, onReady)) } });
+    const peer = connect();
+    const one = encodeMessage(Request.GetQueueNum, HeaderFlag.Version);
+    const burst = new Uint8Array(one.length * 200);
+    for (let i = 0; i < 200; i++) burst.set(one, i * one.length);
+    peer.sendBytes(burst);
+    for (let i = 0; i < 200; i++) {
+      const reply = await peer.next();
+      expect(reply).toMatchObject({ request: Request.GetQueueNum, payload: encodeU64(1n) });
+    }
+    // The listener, the connection, and at least one resume per 64 messages.
+    expect(watches).toBeGreaterThanOrEqual(2 + Math.floor(200 / 64));
   });
 
   test('a peer that never reads its replies is dropped; the event loop is never blocked on it', async () => {
