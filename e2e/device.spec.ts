@@ -204,34 +204,44 @@ test('read-only OPFS disks attach in two tabs at once; guest writes are refused'
 
 test('a rate-limited worker-hosted device throttles, serves everything correctly, and can be unthrottled live', async ({ page }) => {
   const h = await openHarness(page, 'guest');
-  // 20 requests per 50 ms: the workload below must wait for refills.
-  await attach(h, { kind: 'memory', size: 4 * MiB }, { device: { rateLimit: { ops: { size: 20, refillTimeMs: 50 } } } });
-  await verify(h, 8, (4 * MiB) / SECTOR, 200, 1);
+  // 20 requests, then nothing: the bucket takes an hour to refill, so the
+  // workload is held after exactly 20 whatever the machine's speed.
+  const budget = 20;
+  await attach(h, { kind: 'memory', size: 4 * MiB }, { device: { rateLimit: { ops: { size: budget, refillTimeMs: 3_600_000 } } } });
+  const held = verify(h, 8, (4 * MiB) / SECTOR, 200, 1);
+  // A condition, not a delay: the device has refused a request and served the budget.
+  await expect
+    .poll(async () => {
+      const s = await h.call<Record<string, number>>('stats');
+      return { refused: s.throttled! > 0, completed: s.completed };
+    })
+    .toEqual({ refused: true, completed: budget });
+  await h.call('setRateLimit', { config: null });
+  await held;
   const limited = await h.call<Record<string, number>>('stats');
   expect(limited.throttled).toBeGreaterThan(0);
-  await h.call('setRateLimit', { config: null });
   await verify(h, 8, (4 * MiB) / SECTOR, 400, 2);
   expect((await h.call<Record<string, number>>('stats')).throttled).toBe(limited.throttled);
 });
 
 test('two worker-hosted disks in one rate-limit group share its budget, each in its own worker', async ({ page }) => {
   const h = await openHarness(page, 'guest');
-  // 400 requests per second for the pair, in 20 ms refills of 8; no burst.
-  const rate = 400;
+  // 8 requests for the pair, and no refill while the test runs; each disk
+  // asks for 9, more than the whole budget, so both must be refused.
   const size = 8;
-  const r = await h.call<{ done: Array<{ completed: number; bad: number }>; elapsedMs: number; throttled: number[] }>('groupRun', {
-    config: { ops: { size, refillTimeMs: (size * 1000) / rate } },
-    ms: 1500,
-    depth: 8,
-  });
-  const total = r.done[0]!.completed + r.done[1]!.completed;
-  expect(r.done.every((d) => d.bad === 0)).toBe(true);
-  // Both disks were held back, and both got served.
-  expect(r.throttled.every((t) => t > 0)).toBe(true);
-  expect(r.done.every((d) => d.completed > 0)).toBe(true);
-  // Never more than the group allows over the run (a full bucket at the
-  // start, then the rate); a slow machine only completes fewer.
-  expect(total).toBeLessThanOrEqual(size + Math.ceil((rate * r.elapsedMs) / 1000) + 1);
+  await h.call('groupHoldStart', { config: { ops: { size, refillTimeMs: 3_600_000 } }, depth: size + 1 });
+  await expect
+    .poll(async () => {
+      const c = await h.call<{ completed: number[]; throttled: number[] }>('groupHoldCounts');
+      return { bothRefused: c.throttled.every((t) => t > 0), completed: c.completed[0]! + c.completed[1]! };
+    })
+    .toEqual({ bothRefused: true, completed: size });
+  const r = await h.call<{ beforeRelease: number[]; completed: number[]; bad: number[] }>('groupHoldRelease', { config: {} });
+  // Never more than the group's budget across both disks before the release…
+  expect(r.beforeRelease[0]! + r.beforeRelease[1]!).toBe(size);
+  // …and everything once it is lifted.
+  expect(r.completed).toEqual([size + 1, size + 1]);
+  expect(r.bad).toEqual([0, 0]);
 });
 
 test('a completed FLUSH survives the browser being killed', async ({ page, profile }) => {

@@ -3,11 +3,14 @@ import { MemoryBackend } from '../src/backends/memory.ts';
 import type { BlockBackend } from '../src/backends/backend.ts';
 import { BlkConfig, BlkFeature, BlkRequestType, BlkStatus, WRITE_ZEROES_FLAG_UNMAP } from '../src/block/constants.ts';
 import { CacheMode, VirtioBlkDevice } from '../src/block/device.ts';
-import { VirtioFeature } from '../src/virtio/device.ts';
+import { MalformedRequest } from '../src/block/request.ts';
+import type { SameThreadDisk } from '../src/host/same-thread.ts';
+import { VirtioBlkDriver } from '../src/driver/driver.ts';
+import { DeviceStatus, VirtioFeature, hasFeature } from '../src/virtio/device.ts';
 import { DescFlag } from '../src/virtio/queue.ts';
 import { MmioInterrupt, MmioReg } from '../src/virtio/mmio.ts';
 import { RawQueue } from './support/raw-queue.ts';
-import { makeRig, pattern } from './support/rig.ts';
+import { RAM_BASE, makeRig, pattern } from './support/rig.ts';
 
 const { Next, Write } = DescFlag;
 
@@ -216,18 +219,32 @@ describe('virtio-blk requests (§5.2.6)', () => {
       { id: 2, len: 0 },
     ]);
     expect(q.disk.device.stats.malformed).toBe(2);
+    // Well-formed chains, each malformed as a request: why.
+    expect(q.inspect(0)).toMatchObject({ queueError: null, malformed: MalformedRequest.NoStatus });
+    expect(q.inspect(1)).toMatchObject({ queueError: null, malformed: MalformedRequest.ShortHeader });
+    expect(q.memory.readU8(q.heap + 16)).toBe(0); // the short header's status byte stays unwritten
   });
 });
 
+/** A memory backend that counts flushes and logs every write-side call in order. */
+function counting(): MemoryBackend & { flushes: number; log: string[] } {
+  const b = new MemoryBackend(1 << 20) as MemoryBackend & { flushes: number; log: string[] };
+  b.flushes = 0;
+  b.log = [];
+  const write = b.write.bind(b);
+  const discard = b.discard.bind(b);
+  const writeZeroes = b.writeZeroes.bind(b);
+  b.write = (offset, src) => (b.log.push('write'), write(offset, src));
+  b.discard = (offset, length) => (b.log.push('discard'), discard(offset, length));
+  b.writeZeroes = (offset, length) => (b.log.push('writeZeroes'), writeZeroes(offset, length));
+  b.flush = () => {
+    b.log.push('flush');
+    b.flushes++;
+  };
+  return b;
+}
+
 describe('cache modes and FLUSH', () => {
-  function counting(): MemoryBackend & { flushes: number } {
-    const b = new MemoryBackend(1 << 20) as MemoryBackend & { flushes: number };
-    b.flushes = 0;
-    b.flush = () => {
-      b.flushes++;
-    };
-    return b;
-  }
 
   it('writeback: FLUSH reaches the backend; writes alone do not flush', async () => {
     const backend = counting();
@@ -259,14 +276,39 @@ describe('cache modes and FLUSH', () => {
   });
 });
 
-/** A backend whose every call parks until the test releases it. */
+/** Resolves when the device next finishes a reset it had to wait for (in-flight work dropped). */
+function nextResetDone(disk: SameThreadDisk): Promise<void> {
+  const transport = disk.transport;
+  const previous = transport.onResetDone;
+  return new Promise((resolve) => {
+    transport.onResetDone = () => {
+      transport.onResetDone = previous;
+      previous?.();
+      resolve();
+    };
+  });
+}
+
+/** A backend whose every call parks until the test releases it (while `hold` is set). */
 class ParkedBackend extends MemoryBackend {
   parked: Array<() => void> = [];
+  /** Unset: calls go straight through (asynchronously), parking nothing. */
+  hold = true;
+  #parkedWaiters: Array<() => void> = [];
   constructor(size: number) {
     super(size);
   }
   #park(fn: () => void): Promise<void> {
-    return new Promise((resolve) => this.parked.push(() => (fn(), resolve())));
+    if (!this.hold) return Promise.resolve().then(fn);
+    return new Promise((resolve) => {
+      this.parked.push(() => (fn(), resolve()));
+      for (const w of this.#parkedWaiters.splice(0)) w();
+    });
+  }
+  /** Resolves once a call is parked (at once if one is). */
+  whenParked(): Promise<void> {
+    if (this.parked.length > 0) return Promise.resolve();
+    return new Promise((resolve) => this.#parkedWaiters.push(resolve));
   }
   override read(offset: number, dst: Uint8Array): Promise<void> {
     return this.#park(() => super.read(offset, dst));
@@ -296,44 +338,46 @@ describe('asynchronous backends', () => {
     expect(backend.parked).toHaveLength(2);
     expect(driver.reap()).toEqual([]);
     backend.release(1); // the flush first
-    await new Promise((r) => setTimeout(r, 0));
-    expect(driver.reap().map((c) => c.id)).toEqual([b]);
+    // wait() returns on the interrupt its completion raises.
+    expect((await driver.wait()).map((c) => c.id)).toEqual([b]);
     backend.release(0);
-    await new Promise((r) => setTimeout(r, 0));
-    expect(driver.reap().map((c) => c.id)).toEqual([a]);
+    expect((await driver.wait()).map((c) => c.id)).toEqual([a]);
   });
 
   it('concurrent driver.run callers all get their completions, whoever reaps them', async () => {
-    // A backend that completes each read after a random short delay.
-    const inner = new MemoryBackend(1 << 20);
-    let seed = 7;
-    const backend: BlockBackend = {
-      size: inner.size,
-      readOnly: false,
-      supportsDiscard: false,
-      supportsWriteZeroes: false,
-      read: (offset, dst) =>
-        new Promise<void>((resolve) => {
-          seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-          setTimeout(() => resolve(inner.read(offset, dst)), seed % 3);
-        }),
-      write: (offset, src) => inner.write(offset, src),
-      flush: () => {},
-      discard: () => {},
-      writeZeroes: () => {},
-      close: () => {},
-    };
+    // Reads park; the test releases them one at a time in a seeded random
+    // order, each as soon as one is parked: completions interleave across
+    // callers without any timer.
+    const backend = new ParkedBackend(1 << 20);
+    backend.hold = false;
+    backend.write(0, pattern(400 * 512, 8));
     const { driver } = await makeRig({ backend });
+    backend.hold = true;
+    let finished = false;
     const callers = Array.from({ length: 16 }, async (_, i) => {
       const buf = driver.allocate(512);
       let ok = 0;
       for (let k = 0; k < 25; k++) {
-        const c = await driver.run({ type: BlkRequestType.In, sector: i * 25 + k, in: [buf] });
-        if (c.status === BlkStatus.Ok) ok++;
+        const sector = i * 25 + k;
+        const c = await driver.run({ type: BlkRequestType.In, sector, in: [buf] });
+        const got = new Uint8Array(512);
+        driver.memory.read(buf.addr, got);
+        if (c.status === BlkStatus.Ok && got.every((b, j) => b === backend.bytes[sector * 512 + j])) ok++;
       }
       return ok;
     });
-    expect(await Promise.all(callers)).toEqual(Array(16).fill(25));
+    const all = Promise.all(callers).finally(() => (finished = true));
+    let seed = 7;
+    let released = 0;
+    while (!finished) {
+      await Promise.race([backend.whenParked(), all]);
+      if (backend.parked.length === 0) continue;
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      backend.release(seed % backend.parked.length);
+      released++;
+    }
+    expect(await all).toEqual(Array(16).fill(25));
+    expect(released).toBe(16 * 25);
   });
 
   it('reset in the middle of I/O: Status reads non-zero until in-flight work is dropped; nothing is written after', async () => {
@@ -343,14 +387,17 @@ describe('asynchronous backends', () => {
     memory.fill(buf.addr, 4096, 0x11);
     driver.submit({ type: BlkRequestType.In, sector: 0, in: [buf] });
     driver.kick();
+    const statusBefore = disk.mmio.read(MmioReg.Status, 4);
+    const resetDone = nextResetDone(disk);
     disk.mmio.write(MmioReg.Status, 0, 4);
-    expect(disk.mmio.read(MmioReg.Status, 4)).not.toBe(0);
+    expect(disk.mmio.read(MmioReg.Status, 4)).toBe(statusBefore);
     // Writes to Status while the reset is pending are ignored.
     disk.mmio.write(MmioReg.Status, 1, 4);
+    expect(disk.mmio.read(MmioReg.Status, 4)).toBe(statusBefore);
     const snapshot = new Uint8Array(16 << 20);
     memory.read(memory.extents[0]!.start, snapshot);
     backend.release(0); // the read lands in guest RAM (the backend's own copy), then the device drops it
-    await new Promise((r) => setTimeout(r, 0));
+    await resetDone;
     expect(disk.mmio.read(MmioReg.Status, 4)).toBe(0);
     expect(disk.mmio.read(MmioReg.InterruptStatus, 4)).toBe(0);
     const after = new Uint8Array(16 << 20);
@@ -361,10 +408,19 @@ describe('asynchronous backends', () => {
     expect(diff.length).toBeGreaterThan(0); // the backend did fill the buffer...
     expect(diff.every((a) => a >= buf.addr && a < buf.addr + 4096)).toBe(true); // ...and nothing else changed
     expect(disk.device.stats.completed).toBe(0);
-    // The device comes back up for a new driver.
-    backend.parked = [];
-    const again = await makeRig({ backend: new MemoryBackend(1 << 20) });
-    expect(await again.driver.getId()).toBe('virtio-blk-web');
+    // The same device comes back up for a new driver, and serves it.
+    backend.hold = false;
+    const again = await VirtioBlkDriver.init({
+      mmio: disk.mmio,
+      memory,
+      arena: { addr: RAM_BASE + (1 << 20), len: (16 << 20) - (1 << 20) },
+      waitForInterrupt: () => disk.waitForInterrupt(),
+    });
+    expect(await again.getId()).toBe('virtio-blk-web');
+    await again.write(8, pattern(4096, 12));
+    expect(await again.read(8, 4096)).toEqual(pattern(4096, 12));
+    expect(backend.bytes.subarray(8 * 512, 8 * 512 + 4096)).toEqual(pattern(4096, 12));
+    expect(disk.mmio.read(MmioReg.Status, 4) & DeviceStatus.DeviceNeedsReset).toBe(0);
   });
 
   it('a storage error becomes IOERR for that request and the device keeps serving', async () => {
@@ -453,5 +509,151 @@ describe('vectored backends', () => {
     expect(back).toEqual(data);
     await driver.read(0, 4096);
     expect(backend.calls.read).toBe(1);
+  });
+});
+
+describe('hardening rules: the block device (notes/hardening-rules.md)', () => {
+  const writebackAt = MmioReg.Config + BlkConfig.Writeback;
+
+  it('B1: CONFIG_WCE negotiated without FLUSH: writeback reads 0, stays 0, and the device writes through (§5.2.5.2)', async () => {
+    const backend = counting();
+    const { driver, disk } = await makeRig({ backend, driver: { refuseFeatures: 1n << BlkFeature.Flush } });
+    expect(hasFeature(driver.features, BlkFeature.ConfigWce)).toBe(true);
+    expect(hasFeature(driver.features, BlkFeature.Flush)).toBe(false);
+    expect(disk.mmio.read(writebackAt, 1)).toBe(0);
+    disk.mmio.write(writebackAt, 1, 1);
+    expect(disk.mmio.read(writebackAt, 1)).toBe(0);
+    expect(disk.device.writeback).toBe(false);
+    await driver.write(0, pattern(4096, 1));
+    expect(backend.log).toEqual(['write', 'flush']);
+  });
+
+  it('B2: an idle reset restores the config to defaults: writeback reads 1 again before re-init', async () => {
+    const { driver, disk } = await makeRig();
+    driver.setWriteback(false);
+    expect(disk.mmio.read(writebackAt, 1)).toBe(0);
+    disk.mmio.write(MmioReg.Status, 0, 4);
+    expect(disk.mmio.read(MmioReg.Status, 4)).toBe(0);
+    expect(disk.mmio.read(writebackAt, 1)).toBe(1);
+    // And a new driver that leaves it alone gets a writeback cache.
+    const backend = disk.device.backend as MemoryBackend;
+    const again = await VirtioBlkDriver.init({
+      mmio: disk.mmio,
+      memory: driver.memory,
+      arena: { addr: RAM_BASE + (1 << 20), len: (16 << 20) - (1 << 20) },
+      waitForInterrupt: () => disk.waitForInterrupt(),
+    });
+    expect(disk.mmio.read(writebackAt, 1)).toBe(1);
+    expect(disk.device.writeback).toBe(true);
+    await again.write(0, pattern(512, 2));
+    expect(backend.bytes.subarray(0, 512)).toEqual(pattern(512, 2));
+  });
+
+  it('B2: a reset that waits for in-flight work restores the config too', async () => {
+    const backend = new ParkedBackend(1 << 20);
+    const { driver, disk } = await makeRig({ backend });
+    driver.setWriteback(false);
+    driver.submit({ type: BlkRequestType.In, sector: 0, in: [driver.allocate(512)] });
+    driver.kick();
+    const done = nextResetDone(disk);
+    disk.mmio.write(MmioReg.Status, 0, 4);
+    expect(disk.mmio.read(MmioReg.Status, 4)).not.toBe(0);
+    backend.release(0);
+    await done;
+    expect(disk.mmio.read(MmioReg.Status, 4)).toBe(0);
+    expect(disk.mmio.read(writebackAt, 1)).toBe(1);
+  });
+
+  for (const type of [BlkRequestType.WriteZeroes, BlkRequestType.Discard]) {
+    const name = type === BlkRequestType.Discard ? 'DISCARD' : 'WRITE_ZEROES';
+    it(`B3: ${name} segments are copied once: the guest rewriting them during the request changes nothing`, async () => {
+      const backend = counting();
+      backend.write(0, pattern(128 * 512, 3));
+      const { driver, memory } = await makeRig({ backend });
+      const segs = driver.allocate(32);
+      memory.writeU64(segs.addr, 0);
+      memory.writeU32(segs.addr + 8, 8);
+      memory.writeU32(segs.addr + 12, 0);
+      memory.writeU64(segs.addr + 16, 16);
+      memory.writeU32(segs.addr + 24, 8);
+      memory.writeU32(segs.addr + 28, 0);
+      // A second vCPU rewrites the second segment while the device is in the
+      // backend for the first: another sector, and flags it would refuse.
+      const calls: Array<[number, number]> = [];
+      const apply = type === BlkRequestType.Discard ? 'discard' : 'writeZeroes';
+      const original = backend[apply].bind(backend);
+      backend[apply] = (offset: number, length: number) => {
+        calls.push([offset, length]);
+        if (calls.length === 1) {
+          memory.writeU64(segs.addr + 16, 64);
+          memory.writeU32(segs.addr + 24, 16);
+          memory.writeU32(segs.addr + 28, 0x80);
+        }
+        return original(offset, length);
+      };
+      const c = await driver.run({ type, out: [{ addr: segs.addr, len: 32 }] });
+      expect(c.status).toBe(BlkStatus.Ok);
+      expect(calls).toEqual([
+        [0, 8 * 512],
+        [16 * 512, 8 * 512],
+      ]);
+      // Sectors 64.. were never part of the request.
+      expect(backend.bytes.subarray(64 * 512, 80 * 512)).toEqual(pattern(128 * 512, 3).subarray(64 * 512, 80 * 512));
+      if (type === BlkRequestType.WriteZeroes) expect(backend.bytes.subarray(16 * 512, 24 * 512).every((b) => b === 0)).toBe(true);
+    });
+  }
+
+  it('B4: in write-through mode DISCARD and WRITE_ZEROES are followed by a backend flush before they complete', async () => {
+    // Writeback cleared through CONFIG_WCE, and FLUSH not negotiated at all.
+    for (const refuse of [0n, (1n << BlkFeature.Flush) | (1n << BlkFeature.ConfigWce)]) {
+      const backend = counting();
+      const { driver, disk } = await makeRig({ backend, driver: { refuseFeatures: refuse } });
+      if (refuse === 0n) driver.setWriteback(false);
+      expect(disk.device.writeback).toBe(false);
+      expect(await driver.discardOrZero(BlkRequestType.WriteZeroes, [{ sector: 0, sectors: 8 }])).toBe(BlkStatus.Ok);
+      expect(await driver.discardOrZero(BlkRequestType.Discard, [{ sector: 8, sectors: 8 }])).toBe(BlkStatus.Ok);
+      expect(backend.log).toEqual(['writeZeroes', 'flush', 'discard', 'flush']);
+    }
+    // The completion waits for the flush: with the flush parked, nothing is in the used ring.
+    const parked = new ParkedBackend(1 << 20);
+    const { driver } = await makeRig({ backend: parked });
+    driver.setWriteback(false);
+    const buf = driver.allocate(16);
+    driver.memory.writeU64(buf.addr, 0);
+    driver.memory.writeU32(buf.addr + 8, 8);
+    driver.memory.writeU32(buf.addr + 12, 0);
+    const id = driver.submit({ type: BlkRequestType.WriteZeroes, out: [{ addr: buf.addr, len: 16 }] });
+    driver.kick();
+    expect(parked.parked).toHaveLength(1); // the flush
+    expect(driver.reap()).toEqual([]);
+    parked.release(0);
+    expect(await driver.wait()).toEqual([expect.objectContaining({ id, status: BlkStatus.Ok })]);
+  });
+
+  it('B4: in writeback mode DISCARD and WRITE_ZEROES do not flush', async () => {
+    const backend = counting();
+    const { driver } = await makeRig({ backend });
+    expect(await driver.discardOrZero(BlkRequestType.WriteZeroes, [{ sector: 0, sectors: 8 }])).toBe(BlkStatus.Ok);
+    expect(await driver.discardOrZero(BlkRequestType.Discard, [{ sector: 8, sectors: 8 }])).toBe(BlkStatus.Ok);
+    expect(backend.log).toEqual(['writeZeroes', 'discard']);
+  });
+
+  it('B5: queueSize is a power of two from 4 to 1024, else RangeError; seg_max = min(queueSize − 2, 254)', () => {
+    const backend = new MemoryBackend(1 << 20);
+    for (const bad of [0, 1, 2, 3, 6, 100, 2048, 4096, 32768, 65536, 1.5, -4, Number.NaN]) {
+      expect(() => new VirtioBlkDevice(backend, { queueSize: bad }), `queueSize ${bad}`).toThrow(RangeError);
+    }
+    for (const [size, segMax] of [
+      [4, 2],
+      [16, 14],
+      [128, 126],
+      [256, 254],
+      [512, 254],
+      [1024, 254],
+    ] as const) {
+      const dev = new VirtioBlkDevice(backend, { queueSize: size });
+      expect(dev.queueMaxSize).toBe(size);
+      expect(new DataView(dev.config.buffer).getUint32(BlkConfig.SegMax, true), `seg_max for ${size}`).toBe(segMax);
+    }
   });
 });

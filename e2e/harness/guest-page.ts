@@ -9,7 +9,7 @@ import { deleteOpfsDisk } from '../../src/backends/opfs.ts';
 import { createDisk, type Disk } from '../../src/host/disk.ts';
 import type { BackendSpec, DeviceSpec } from '../../src/host/protocol.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
-import { groupRun } from './group-run.ts';
+import { groupHoldCounts, groupHoldRelease, groupHoldStart, groupRun } from './group-run.ts';
 import { connect, toWireError, type HarnessClient, type WireError } from './rpc.ts';
 import { RAM_BASE, vcpuHandlers } from './vcpu.ts';
 
@@ -91,6 +91,9 @@ const pageOps: Record<string, (args: never) => unknown> = {
   },
   deleteDisk: ({ name, directory }: { name: string; directory?: string }) => deleteOpfsDisk(name, directory),
   groupRun,
+  groupHoldStart,
+  groupHoldCounts,
+  groupHoldRelease,
 };
 
 
