@@ -38,7 +38,13 @@ export function hasFeature(features: bigint, bit: bigint): boolean {
 /** Everything the device may use once the driver has set DRIVER_OK. */
 export interface ActivateContext {
   memory: GuestMemory;
-  /** One queue per device queue, in order; null for a queue the driver left disabled. */
+  /**
+   * One queue per device queue, in order; null for a queue the driver left
+   * disabled. Entries change while active: the transport replaces or clears
+   * one when the driver stops or restarts that queue. Read them afresh on
+   * every pass, and drop a completion whose queue is no longer the one it
+   * was popped from.
+   */
   queues: ReadonlyArray<SplitQueue | null>;
   /** Features the driver accepted (⊆ the device's). */
   driverFeatures: bigint;
@@ -69,6 +75,14 @@ export interface VirtioDevice {
   readonly config: Uint8Array;
   /** A driver wrote `length` bytes of config space at `offset` (already stored in `config`). */
   configWritten(offset: number, length: number): void;
+  /**
+   * The driver's features were accepted (FEATURES_OK, §3.1.1 step 5), before
+   * DRIVER_OK: config fields whose meaning depends on them (block: writeback
+   * under CONFIG_WCE) take effect from here. Optional.
+   */
+  featuresNegotiated?(driverFeatures: bigint): void;
+  /** The config space as it reads right after a reset (default: `config` as it is). */
+  configAfterReset?(): Uint8Array;
   /** Subscribe to config changes (resize): the transport bumps ConfigGeneration and interrupts. */
   onConfigChange: (() => void) | null;
   /** Start serving; `processQueue` may be called from now on. */

@@ -40,8 +40,10 @@ export interface QueueGeometry {
 export const QueueError = {
   /** A descriptor index is ≥ the queue (or indirect table) size (§2.7.5.2). */
   DescriptorIndexOutOfRange: 'descriptor-index-out-of-range',
-  /** The chain visits more descriptors than the queue has: a loop (§2.7.5.2). */
+  /** The chain visits more descriptors than the queue (or its indirect table) has: a loop (§2.7.5.2, §2.7.5.3.1). */
   ChainTooLong: 'chain-too-long',
+  /** More descriptors or segments than the device accepts in one chain (its seg_max, plus framing). */
+  TooManySegments: 'too-many-segments',
   /** The chain's total length exceeds 2^32 bytes (§2.7.5.2). */
   ChainTooLarge: 'chain-too-large',
   /** A buffer lies (partly) outside guest memory (§2.7.5). */
@@ -52,7 +54,7 @@ export const QueueError = {
   IndirectNotNegotiated: 'indirect-not-negotiated',
   /** An indirect table inside an indirect table (§2.7.5.3.1). */
   NestedIndirect: 'nested-indirect',
-  /** INDIRECT together with NEXT, or not on the chain's first descriptor (§2.7.5.3.1). */
+  /** INDIRECT together with NEXT: the indirect descriptor ends the chain (§2.7.5.3.1). */
   IndirectWithNext: 'indirect-with-next',
   /** An indirect table whose length is zero or not a multiple of 16 (§2.7.5.3.1). */
   IndirectBadLength: 'indirect-bad-length',
@@ -78,7 +80,9 @@ export type PopResult = (typeof PopResult)[keyof typeof PopResult];
 
 /**
  * A popped chain, as segments of guest memory. Reused from pop to pop: the
- * typed arrays grow on demand and are never reallocated per request.
+ * typed arrays grow on demand up to `maxSegments` and are never reallocated
+ * per request, so what one chain retains is bounded by that limit, whatever
+ * the guest builds.
  */
 export class DescriptorChain {
   /** Head descriptor index: the id returned in the used ring. */
@@ -95,8 +99,12 @@ export class DescriptorChain {
   error: QueueError | null = null;
   addr: Float64Array;
   len: Uint32Array;
+  /** Most segments (and most descriptors visited) one chain may have; more is TooManySegments. */
+  readonly maxSegments: number;
 
-  constructor(capacity = 16) {
+  constructor(capacity = 16, maxSegments = MAX_QUEUE_SIZE) {
+    this.maxSegments = maxSegments;
+    capacity = Math.min(capacity, maxSegments);
     this.addr = new Float64Array(capacity);
     this.len = new Uint32Array(capacity);
   }
@@ -110,12 +118,14 @@ export class DescriptorChain {
     this.error = null;
   }
 
-  push(addr: number, len: number, writable: boolean): void {
+  /** Append a segment; false when the chain already holds `maxSegments`. */
+  push(addr: number, len: number, writable: boolean): boolean {
+    if (this.count === this.maxSegments) return false;
     if (this.count === this.addr.length) {
-      const addrs = new Float64Array(this.count * 2);
+      const addrs = new Float64Array(Math.min(this.count * 2, this.maxSegments));
       addrs.set(this.addr);
       this.addr = addrs;
-      const lens = new Uint32Array(this.count * 2);
+      const lens = new Uint32Array(addrs.length);
       lens.set(this.len);
       this.len = lens;
     }
@@ -127,6 +137,7 @@ export class DescriptorChain {
       this.readableBytes += len;
       this.firstWritable = this.count;
     }
+    return true;
   }
 }
 
@@ -148,6 +159,17 @@ export function checkGeometry(mem: GuestMemory, g: QueueGeometry): QueueError | 
   return null;
 }
 
+/** What the driver negotiated that changes how a queue is read, and whether it may be touched at all. */
+export interface QueueFeatures {
+  eventIdx: boolean;
+  indirect: boolean;
+  /**
+   * False once the driver stopped the queue or reset the device: from then on
+   * the queue reads as empty and writes nothing (§4.2.2.1). Absent: always live.
+   */
+  live?: () => boolean;
+}
+
 export class SplitQueue {
   readonly size: number;
   readonly #mem: GuestMemory;
@@ -157,6 +179,7 @@ export class SplitQueue {
   readonly #eventIdx: boolean;
   readonly #indirect: boolean;
   readonly #mask: number;
+  readonly #live: (() => boolean) | null;
 
   /** Next avail ring slot the device will read (free-running u16). */
   #lastAvailIdx = 0;
@@ -173,7 +196,7 @@ export class SplitQueue {
   constructor(
     mem: GuestMemory,
     geometry: QueueGeometry,
-    features: { eventIdx: boolean; indirect: boolean },
+    features: QueueFeatures,
     start: { availIdx?: number; usedIdx?: number } = {},
   ) {
     this.#mem = mem;
@@ -184,6 +207,7 @@ export class SplitQueue {
     this.#used = geometry.usedRing;
     this.#eventIdx = features.eventIdx;
     this.#indirect = features.indirect;
+    this.#live = features.live ?? null;
     this.#lastAvailIdx = (start.availIdx ?? 0) & 0xffff;
     this.#availIdxShadow = this.#lastAvailIdx;
     this.#usedIdx = (start.usedIdx ?? this.#lastAvailIdx) & 0xffff;
@@ -207,8 +231,14 @@ export class SplitQueue {
     return this.#mem.loadU16Acquire(this.#avail + 2);
   }
 
+  /** False once the transport says the driver took the queue away (see QueueFeatures.live). */
+  get live(): boolean {
+    return this.#live === null || this.#live();
+  }
+
   /** Whether a chain is waiting (re-reads avail.idx). */
   hasAvailable(): boolean {
+    if (!this.live) return false;
     this.#availIdxShadow = this.availIdx();
     return this.#availIdxShadow !== this.#lastAvailIdx;
   }
@@ -219,6 +249,7 @@ export class SplitQueue {
    */
   pop(chain: DescriptorChain): PopResult {
     if (this.brokenReason) return PopResult.Broken;
+    if (!this.live) return PopResult.Empty;
     if (this.#availIdxShadow === this.#lastAvailIdx) {
       this.#availIdxShadow = this.availIdx();
       if (this.#availIdxShadow === this.#lastAvailIdx) return PopResult.Empty;
@@ -255,11 +286,14 @@ export class SplitQueue {
     // §2.7.5.2: a chain is at most Queue Size descriptors long; counting down
     // from that ends any loop the guest built.
     let ttl = this.size;
+    // The device's own limit bounds the work one chain costs, loops or not.
+    let budget = chain.maxSegments;
     let indirect = false;
     let total = 0;
     let sawWritable = false;
     for (;;) {
       if (ttl-- === 0) return fail(chain, QueueError.ChainTooLong);
+      if (budget-- === 0) return fail(chain, QueueError.TooManySegments);
       const d = table + 16 * index;
       const addr = mem.readU64(d);
       const len = mem.readU32(d + 8);
@@ -267,15 +301,20 @@ export class SplitQueue {
       const next = mem.readU16(d + 14);
       if (flags & DescFlag.Indirect) {
         // §2.7.5.3.1: only with VIRTIO_F_INDIRECT_DESC, one level, never with
-        // NEXT; Linux (like QEMU) puts it on the head alone.
+        // NEXT. §2.7.5.3.2: zero or more direct descriptors may come before
+        // it (Linux puts it on the head alone), and its WRITE flag is ignored.
         if (!this.#indirect) return fail(chain, QueueError.IndirectNotNegotiated);
         if (indirect) return fail(chain, QueueError.NestedIndirect);
-        if (flags & DescFlag.Next || chain.count > 0) return fail(chain, QueueError.IndirectWithNext);
+        if (flags & DescFlag.Next) return fail(chain, QueueError.IndirectWithNext);
         if (len === 0 || len % 16 !== 0) return fail(chain, QueueError.IndirectBadLength);
+        // §2.7.5.3.1: the table is a chain of its own, at most Queue Size
+        // long: Linux's is header + seg_max data + status = Queue Size.
+        if (len / 16 > this.size) return fail(chain, QueueError.ChainTooLong);
         if (!mem.contains(addr, len)) return fail(chain, QueueError.AddressOutOfRange);
         indirect = true;
         table = addr;
         tableSize = len / 16;
+        ttl = tableSize;
         index = 0;
         continue;
       }
@@ -286,8 +325,9 @@ export class SplitQueue {
       // §2.7.5.2: the total length of a chain fits in 32 bits.
       total += len;
       if (total > 0x1_0000_0000) return fail(chain, QueueError.ChainTooLarge);
-      if (len > 0 && !this.#pushSplit(chain, addr, len, writable)) {
-        return fail(chain, QueueError.AddressOutOfRange);
+      if (len > 0) {
+        const pushed = this.#pushSplit(chain, addr, len, writable);
+        if (pushed !== null) return fail(chain, pushed);
       }
       if (!(flags & DescFlag.Next)) return;
       // §2.7.5.2: `next` indexes the same table.
@@ -296,20 +336,21 @@ export class SplitQueue {
     }
   }
 
-  /** Append [addr, addr + len) split at region boundaries; false when any byte is outside RAM. */
-  #pushSplit(chain: DescriptorChain, addr: number, len: number, writable: boolean): boolean {
+  /** Append [addr, addr + len) split at region boundaries; the error when a byte is outside RAM or the chain is full. */
+  #pushSplit(chain: DescriptorChain, addr: number, len: number, writable: boolean): QueueError | null {
     while (len > 0) {
       const n = this.#mem.contiguous(addr, len);
-      if (n === 0) return false;
-      chain.push(addr, n, writable);
+      if (n === 0) return QueueError.AddressOutOfRange;
+      if (!chain.push(addr, n, writable)) return QueueError.TooManySegments;
       addr += n;
       len -= n;
     }
-    return true;
+    return null;
   }
 
   /** Record a completed chain; the driver sees it after `publishUsed`. */
   pushUsed(head: number, writtenBytes: number): void {
+    if (!this.live) return;
     const elem = this.#used + 4 + 8 * (this.#usedIdx & this.#mask);
     this.#mem.writeU32(elem, head);
     // §2.7.8.2: used.len is set before used.idx publishes the element.
@@ -322,7 +363,7 @@ export class SplitQueue {
     // Release: the element stores above (and the data and status bytes the
     // device wrote into guest buffers) happen-before the driver's acquire
     // load of used.idx.
-    this.#mem.storeU16Release(this.#used + 2, this.#usedIdx);
+    if (this.live) this.#mem.storeU16Release(this.#used + 2, this.#usedIdx);
   }
 
   /**
@@ -332,7 +373,7 @@ export class SplitQueue {
   needsInterrupt(): boolean {
     const newIdx = this.#usedIdx;
     const oldIdx = this.#signalledUsedIdx;
-    if (newIdx === oldIdx) return false;
+    if (newIdx === oldIdx || !this.live) return false;
     if (this.#eventIdx) {
       // Atomic load: ordered after the release store of used.idx, so a driver
       // that moved used_event before reading used.idx is never missed.
@@ -350,6 +391,7 @@ export class SplitQueue {
    * returns true when chains arrived meanwhile (keep processing) (§2.7.10).
    */
   enableNotification(): boolean {
+    if (!this.live) return false;
     if (this.#eventIdx) {
       // avail_event = the slot the device will read next: notify when it fills.
       this.#mem.storeU16Release(this.#used + 4 + 8 * this.size, this.#lastAvailIdx);
@@ -363,7 +405,7 @@ export class SplitQueue {
 
   /** Tell the driver notifications are not needed while the device is busy. */
   disableNotification(): void {
-    if (!this.#eventIdx) this.#setUsedFlags(USED_F_NO_NOTIFY);
+    if (!this.#eventIdx && this.live) this.#setUsedFlags(USED_F_NO_NOTIFY);
   }
 
   #setUsedFlags(flags: number): void {
