@@ -7,7 +7,10 @@
 // interrupt only where the driver asked for one (EVENT_IDX). A backend call
 // that returns a promise parks its request; it completes on its own later
 // (out of order), publishing and interrupting as it lands. In-flight requests
-// are bounded by the queue size: each holds one of a fixed pool of slots.
+// are bounded by the queue size: each holds one of a pool of slots, made on
+// first use and kept. What the guest can make the device hold is bounded by
+// construction: queue sizes up to MAX_DEVICE_QUEUE_SIZE, chains up to
+// seg_max + framing segments, discard segments up to max_discard_seg.
 //
 // The status byte is written in exactly one place (`#complete`), and every
 // outcome maps to a status in `#execute`'s callers through `BlkStatus`.
@@ -42,6 +45,19 @@ export const CacheMode = {
 } as const;
 export type CacheMode = (typeof CacheMode)[keyof typeof CacheMode];
 
+/** Largest queue size the device offers: its slots and their segment lists are what a guest can make it hold. */
+export const MAX_DEVICE_QUEUE_SIZE = 1024;
+/** Most data segments per request the device advertises (seg_max), whatever the queue size. */
+export const MAX_SEGMENTS_PER_REQUEST = 254;
+/**
+ * Segments a chain may have beyond seg_max: the header and status (2), a
+ * header split byte by byte (§5.2.6 allows any framing), buffers split at
+ * guest-memory region boundaries.
+ */
+const FRAMING_SEGMENTS = 2 + 16 + 16;
+/** Largest max_discard_seg / max_write_zeroes_seg the device accepts as an option. */
+const MAX_DISCARD_SEGMENTS_LIMIT = 4096;
+
 /** What a request asks of a rate limiter. */
 export type RequestKind = 'read' | 'write' | 'other';
 
@@ -73,7 +89,7 @@ export interface BlockDeviceOptions {
   cacheMode?: CacheMode;
   /** GET_ID answer: up to 20 bytes of ASCII. Default "virtio-blk-web". */
   serial?: string;
-  /** Queue size offered (QueueNumMax), a power of two. Default 256. */
+  /** Queue size offered (QueueNumMax), a power of two from 4 to MAX_DEVICE_QUEUE_SIZE. Default 256. */
   queueSize?: number;
   /** Largest data segment the driver may use (size_max). Default 1 MiB. */
   sizeMaxBytes?: number;
@@ -81,7 +97,7 @@ export interface BlockDeviceOptions {
   physicalBlockBytes?: number;
   /** Largest sectors per discard / write-zeroes segment. Default 2^22 (2 GiB). */
   maxDiscardSectors?: number;
-  /** Most segments per discard / write-zeroes request. Default 32. */
+  /** Most segments per discard / write-zeroes request, 1 to 4096. Default 32. */
   maxDiscardSegments?: number;
   /** Throttles requests; refused chains are retried on a timer. */
   limiter?: RequestLimiter | null;
@@ -124,17 +140,25 @@ const Outcome = {
 } as const;
 type Outcome = (typeof Outcome)[keyof typeof Outcome];
 
-/** One in-flight request. A fixed pool of queue-size slots bounds what is in flight. */
+/** One in-flight request. A pool of at most queue-size slots per queue bounds what is in flight. */
 class Slot {
   readonly req: BlockRequest;
   queueIndex = 0;
+  /** The queue the chain was popped from: a completion for a queue since replaced is dropped. */
+  queue: SplitQueue | null = null;
   generation = 0;
   /** Bytes written into device-writable buffers besides the status byte. */
   written = 0;
   /** Reused list of data views for vectored backend calls. */
   readonly views: Uint8Array[] = [];
-  constructor(capacity: number) {
-    this.req = new BlockRequest(new DescriptorChain(capacity));
+  /**
+   * The discard / write-zeroes segments, copied once out of guest memory and
+   * used only from here (the guest may rewrite its copy meanwhile). Made on
+   * the slot's first such request.
+   */
+  segments: { bytes: Uint8Array; view: DataView } | null = null;
+  constructor(maxSegments: number) {
+    this.req = new BlockRequest(new DescriptorChain(16, maxSegments));
   }
 }
 
@@ -197,8 +221,17 @@ export class VirtioBlkDevice implements VirtioDevice {
   #ctx: ActivateContext | null = null;
   #mem: GuestMemory | null = null;
   #queues: ReadonlyArray<SplitQueue | null> = [];
-  #free: Slot[] = [];
+  /** Slots not in flight. Kept across resets; in-flight ones come back when they land. */
+  readonly #free: Slot[] = [];
+  /** Slots made so far, at most #maxSlots. */
+  #slots = 0;
+  readonly #maxSlots: number;
+  readonly #maxChainSegments: number;
+  /** Queues that found no free slot: served again as soon as one comes back. */
+  #starved = 0;
+  /** Features the driver accepted: from FEATURES_OK (featuresNegotiated) or activate, until reset. */
   #driverFeatures = 0n;
+  #negotiated = false;
   /** Bumped by reset: async completions of an older generation touch nothing. */
   #generation = 0;
   #inFlight = 0;
@@ -208,9 +241,6 @@ export class VirtioBlkDevice implements VirtioDevice {
   /** Ends the limiter subscription taken while active (new limits retry throttled queues at once). */
   #unsubscribeLimiter: (() => void) | null = null;
   #broken = false;
-  /** Reused buffer for discard / write-zeroes segments. */
-  readonly #dwz = new Uint8Array(BLK_DWZ_SEGMENT_BYTES);
-  readonly #dwzView = new DataView(this.#dwz.buffer);
 
   constructor(backend: BlockBackend, options: BlockDeviceOptions = {}) {
     this.#backend = backend;
@@ -220,12 +250,18 @@ export class VirtioBlkDevice implements VirtioDevice {
     this.#timers = options.timers ?? realTimers;
     this.#onStorageError = options.onStorageError ?? null;
     const queueSize = options.queueSize ?? 256;
-    if (!Number.isInteger(queueSize) || queueSize < 4 || queueSize > 32768 || (queueSize & (queueSize - 1)) !== 0) {
-      throw new RangeError(`queue size ${queueSize} must be a power of two from 4 to 32768`);
+    if (!isPowerOfTwoIn(queueSize, 4, MAX_DEVICE_QUEUE_SIZE)) {
+      throw new RangeError(`queue size ${queueSize} must be a power of two from 4 to ${MAX_DEVICE_QUEUE_SIZE}`);
     }
     this.queueMaxSize = queueSize;
+    const segMax = Math.min(queueSize - 2, MAX_SEGMENTS_PER_REQUEST);
+    this.#maxChainSegments = segMax + FRAMING_SEGMENTS;
+    this.#maxSlots = queueSize * this.queueCount;
     this.#maxDiscardSectors = options.maxDiscardSectors ?? 1 << 22;
     this.#maxDiscardSegments = options.maxDiscardSegments ?? 32;
+    if (!Number.isInteger(this.#maxDiscardSegments) || this.#maxDiscardSegments < 1 || this.#maxDiscardSegments > MAX_DISCARD_SEGMENTS_LIMIT) {
+      throw new RangeError(`maxDiscardSegments must be an integer from 1 to ${MAX_DISCARD_SEGMENTS_LIMIT}`);
+    }
     const serial = new TextEncoder().encode(options.serial ?? 'virtio-blk-web');
     this.#serial.set(serial.subarray(0, BLK_ID_BYTES));
     if (!this.#readOnly && backend.readOnly) throw new RangeError('a read-only backend needs a read-only device');
@@ -243,7 +279,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     const v = new DataView(this.#configShadow.buffer);
     const physical = options.physicalBlockBytes ?? 4096;
     v.setUint32(BlkConfig.SizeMax, options.sizeMaxBytes ?? 1 << 20, true);
-    v.setUint32(BlkConfig.SegMax, queueSize - 2, true);
+    v.setUint32(BlkConfig.SegMax, segMax, true);
     v.setUint32(BlkConfig.BlkSize, SECTOR_SIZE, true);
     v.setUint8(BlkConfig.PhysicalBlockExp, Math.log2(physical / SECTOR_SIZE));
     v.setUint16(BlkConfig.MinIoSize, physical / SECTOR_SIZE, true);
@@ -297,9 +333,15 @@ export class VirtioBlkDevice implements VirtioDevice {
 
   /** Whether writes are cached (FLUSH needed) rather than written through (§5.2.5). */
   get writeback(): boolean {
+    if (!this.#negotiated) return true;
     if (hasFeature(this.#driverFeatures, BlkFeature.ConfigWce)) return this.config[BlkConfig.Writeback] !== 0;
     // §5.2.5.1: without CONFIG_WCE, writeback iff FLUSH was negotiated.
-    return this.#ctx === null || hasFeature(this.#driverFeatures, BlkFeature.Flush);
+    return hasFeature(this.#driverFeatures, BlkFeature.Flush);
+  }
+
+  /** Whether the driver may choose writeback: CONFIG_WCE, and FLUSH to make it safe (§5.2.5.2). */
+  #writebackWritable(): boolean {
+    return hasFeature(this.#driverFeatures, BlkFeature.ConfigWce) && hasFeature(this.#driverFeatures, BlkFeature.Flush);
   }
 
   /** Change the disk size; the guest gets a config-change interrupt and sees the new capacity. */
@@ -322,35 +364,70 @@ export class VirtioBlkDevice implements VirtioDevice {
     const writeback = this.config[BlkConfig.Writeback];
     this.config.set(this.#configShadow);
     // Keep the driver's writeback choice across a capacity change.
-    if (this.#ctx) this.config[BlkConfig.Writeback] = writeback!;
+    if (this.#negotiated) this.config[BlkConfig.Writeback] = writeback!;
   }
 
   configWritten(offset: number, length: number): void {
     for (let i = offset; i < offset + length && i < this.config.length; i++) {
-      // §5.2.5: only `writeback` is writable, and only with CONFIG_WCE.
-      if (i === BlkConfig.Writeback && hasFeature(this.#driverFeatures, BlkFeature.ConfigWce)) {
+      // §5.2.5: only `writeback` is writable, and only with CONFIG_WCE (and
+      // FLUSH: without it the device stays write-through, §5.2.5.2).
+      if (i === BlkConfig.Writeback && this.#writebackWritable()) {
         this.config[i] = this.config[i] ? 1 : 0;
-      } else {
+      } else if (i !== BlkConfig.Writeback) {
         this.config[i] = this.#configShadow[i]!;
+      } else {
+        this.config[i] = this.#negotiated ? this.#initialWriteback() : this.#configShadow[i]!;
       }
     }
   }
 
+  /** writeback's value at negotiation: the default, or 0 under CONFIG_WCE without FLUSH (§5.2.5.2). */
+  #initialWriteback(): number {
+    if (hasFeature(this.#driverFeatures, BlkFeature.ConfigWce) && !hasFeature(this.#driverFeatures, BlkFeature.Flush)) return 0;
+    return this.#configShadow[BlkConfig.Writeback]!;
+  }
+
+  featuresNegotiated(driverFeatures: bigint): void {
+    this.#driverFeatures = driverFeatures;
+    this.#negotiated = true;
+    // The driver's writeback choice starts here (§3.1.1 step 7 lets it write
+    // the field before DRIVER_OK).
+    this.config[BlkConfig.Writeback] = this.#initialWriteback();
+  }
+
+  configAfterReset(): Uint8Array {
+    return this.#configShadow;
+  }
+
   activate(ctx: ActivateContext): void {
+    // A transport that says nothing at FEATURES_OK (vhost-user) negotiates here.
+    if (!this.#negotiated || this.#driverFeatures !== ctx.driverFeatures) this.featuresNegotiated(ctx.driverFeatures);
     this.#ctx = ctx;
     this.#mem = ctx.memory;
     this.#queues = ctx.queues;
-    this.#driverFeatures = ctx.driverFeatures;
     this.#broken = false;
+    this.#starved = 0;
     this.#throttleTimers = ctx.queues.map(() => null);
     this.#subscribeLimiter();
-    // A fresh pool per activation: slots of an old generation may still be in
-    // flight and are simply dropped when they land.
-    this.#free = [];
-    const size = ctx.queues.reduce((n, q) => n + (q?.size ?? 0), 0);
-    for (let i = 0; i < size; i++) this.#free.push(new Slot(16));
-    // The driver's writeback choice starts at the device's default (§5.2.5).
-    this.config[BlkConfig.Writeback] = this.#configShadow[BlkConfig.Writeback]!;
+  }
+
+  /** A free slot, made on first use up to one per queue entry; null when all are in flight. */
+  #takeSlot(): Slot | null {
+    const slot = this.#free.pop();
+    if (slot) return slot;
+    if (this.#slots === this.#maxSlots) return null;
+    this.#slots++;
+    return new Slot(this.#maxChainSegments);
+  }
+
+  /** A slot came back from flight: a queue that ran out of slots may go on. */
+  #releaseSlot(slot: Slot): void {
+    slot.queue = null;
+    this.#free.push(slot);
+    if (this.#starved === 0 || !this.#ctx) return;
+    const starved = this.#starved;
+    this.#starved = 0;
+    for (let q = 0; q < this.#queues.length; q++) if (starved & (1 << q)) this.#ctx.wake(q);
   }
 
   reset(): Promise<void> {
@@ -362,8 +439,9 @@ export class VirtioBlkDevice implements VirtioDevice {
     this.#ctx = null;
     this.#mem = null;
     this.#queues = [];
-    this.#free = [];
+    this.#starved = 0;
     this.#driverFeatures = 0n;
+    this.#negotiated = false;
     this.#broken = false;
     this.config.set(this.#configShadow);
     if (this.#inFlight === 0) return Promise.resolve();
@@ -382,14 +460,19 @@ export class VirtioBlkDevice implements VirtioDevice {
       outer: for (;;) {
         queue.disableNotification();
         for (;;) {
-          const slot = this.#free.pop();
-          // No free slot means every chain of the queue is in flight: the
-          // driver cannot have more (§2.7.6); completions will come back here.
-          if (!slot) break outer;
+          const slot = this.#takeSlot();
+          // No free slot means every chain is in flight: a completion hands
+          // one back and serves this queue again (#releaseSlot).
+          if (!slot) {
+            this.#starved |= 1 << index;
+            break outer;
+          }
           const popped = queue.pop(slot.req.chain);
           if (popped !== PopResult.Chain) {
             this.#free.push(slot);
             if (popped === PopResult.Broken) {
+              // What completed before the bad entry is answered; nothing after it is read.
+              if (pushed > 0) publish(queue, ctx, index);
               this.#broken = true;
               ctx.needsReset(`queue ${index}: ${queue.brokenReason}`);
               return;
@@ -397,6 +480,7 @@ export class VirtioBlkDevice implements VirtioDevice {
             break;
           }
           slot.queueIndex = index;
+          slot.queue = queue;
           slot.generation = this.#generation;
           const outcome = this.#start(slot);
           if (outcome === Outcome.Executed) {
@@ -490,18 +574,25 @@ export class VirtioBlkDevice implements VirtioDevice {
     this.#inFlight--;
     if (generation !== this.#generation) {
       // Reset meanwhile: the guest forgot this request; touch nothing.
+      slot.queue = null;
+      this.#free.push(slot);
       if (this.#inFlight === 0) for (const w of this.#resetWaiters.splice(0)) w();
       return;
     }
     const ctx = this.#ctx!;
-    const queue = this.#queues[slot.queueIndex]!;
+    const queue = slot.queue;
     try {
-      this.#complete(slot, status);
-      this.#free.push(slot);
-      publish(queue, ctx, slot.queueIndex);
+      // The driver stopped (or restarted) the queue meanwhile: there is no
+      // ring to answer in (§4.2.2.1).
+      if (queue !== null && queue === this.#queues[slot.queueIndex]) {
+        this.#complete(slot, status);
+        publish(queue, ctx, slot.queueIndex);
+      }
     } catch (err) {
       this.#broken = true;
       ctx.needsReset(`internal error: ${String(err)}`);
+    } finally {
+      this.#releaseSlot(slot);
     }
     if (this.#inFlight === 0) ctx.settled();
   }
@@ -512,7 +603,7 @@ export class VirtioBlkDevice implements VirtioDevice {
    */
   #complete(slot: Slot, status: BlkStatus | -1): void {
     const req = slot.req;
-    const queue = this.#queues[slot.queueIndex]!;
+    const queue = slot.queue!;
     this.stats.completed++;
     if (status === -1) {
       queue.pushUsed(req.chain.head, 0);
@@ -648,27 +739,37 @@ export class VirtioBlkDevice implements VirtioDevice {
     return isPromise(r) ? r.then(done) : done();
   }
 
-  /** DISCARD or WRITE_ZEROES (§5.2.6.2): check every segment, then apply them in order. */
+  /**
+   * DISCARD or WRITE_ZEROES (§5.2.6.2): copy every segment out of guest memory
+   * once, check them all, then apply them from the copy in order. In
+   * write-through mode the change is flushed before it completes, as writes are.
+   */
   #discardOrZero(slot: Slot, zeroes: boolean): StatusResult {
     const req = slot.req;
     if (this.#readOnly) return BlkStatus.IoErr;
     const count = req.dataBytes / BLK_DWZ_SEGMENT_BYTES;
     if (!Number.isInteger(count) || count === 0 || count > this.#maxDiscardSegments) return BlkStatus.IoErr;
+    if (!slot.segments) {
+      const bytes = new Uint8Array(this.#maxDiscardSegments * BLK_DWZ_SEGMENT_BYTES);
+      slot.segments = { bytes, view: new DataView(bytes.buffer) };
+    }
+    const segments = slot.segments;
+    copyFromChain(this.#mem!, req.chain, req.dataOffset, segments.bytes, req.dataBytes);
     // A request that fails must change nothing: validate all segments first.
     for (let i = 0; i < count; i++) {
-      const bad = this.#readSegment(req, i, zeroes);
+      const bad = this.#checkSegment(segments.view, i * BLK_DWZ_SEGMENT_BYTES, zeroes);
       if (bad !== null) return bad;
     }
-    return this.#applySegments(slot, 0, count, zeroes);
+    const r = this.#applySegments(slot, 0, count, zeroes);
+    const after = (status: BlkStatus): StatusResult => (status === BlkStatus.Ok && !this.writeback ? this.#flush() : status);
+    return isPromise(r) ? r.then(after) : after(r);
   }
 
-  /** Load segment `i` into the scratch; returns the failing status, or null when valid. */
-  #readSegment(req: BlockRequest, i: number, zeroes: boolean): BlkStatus | null {
-    copyFromChain(this.#mem!, req.chain, req.dataOffset + i * BLK_DWZ_SEGMENT_BYTES, this.#dwz, BLK_DWZ_SEGMENT_BYTES);
-    const v = this.#dwzView;
-    const sector = v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000;
-    const sectors = v.getUint32(8, true);
-    const flags = v.getUint32(12, true);
+  /** Check one copied segment; returns the failing status, or null when valid. */
+  #checkSegment(v: DataView, at: number, zeroes: boolean): BlkStatus | null {
+    const sector = v.getUint32(at, true) + v.getUint32(at + 4, true) * 0x1_0000_0000;
+    const sectors = v.getUint32(at + 8, true);
+    const flags = v.getUint32(at + 12, true);
     // §5.2.6.2: unknown flags, or UNMAP on a discard, are unsupported.
     if (zeroes ? flags & ~WRITE_ZEROES_FLAG_UNMAP : flags !== 0) return BlkStatus.Unsupp;
     if (sectors > this.#maxDiscardSectors) return BlkStatus.IoErr;
@@ -677,15 +778,14 @@ export class VirtioBlkDevice implements VirtioDevice {
   }
 
   #applySegments(slot: Slot, from: number, count: number, zeroes: boolean): StatusResult {
-    const req = slot.req;
-    const v = this.#dwzView;
+    const v = slot.segments!.view;
     for (let i = from; i < count; i++) {
-      this.#readSegment(req, i, zeroes);
-      const sectors = v.getUint32(8, true);
+      const at = i * BLK_DWZ_SEGMENT_BYTES;
+      const sectors = v.getUint32(at + 8, true);
       if (sectors === 0) continue;
-      const offset = (v.getUint32(0, true) + v.getUint32(4, true) * 0x1_0000_0000) * SECTOR_SIZE;
+      const offset = (v.getUint32(at, true) + v.getUint32(at + 4, true) * 0x1_0000_0000) * SECTOR_SIZE;
       const length = sectors * SECTOR_SIZE;
-      const unmap = (v.getUint32(12, true) & WRITE_ZEROES_FLAG_UNMAP) !== 0;
+      const unmap = (v.getUint32(at + 12, true) & WRITE_ZEROES_FLAG_UNMAP) !== 0;
       const r = zeroes ? this.#backend.writeZeroes(offset, length, unmap) : this.#backend.discard(offset, length);
       if (isPromise(r)) {
         const next = i + 1;
@@ -696,4 +796,9 @@ export class VirtioBlkDevice implements VirtioDevice {
     }
     return BlkStatus.Ok;
   }
+}
+
+/** Whether `n` is a power of two in [min, max]. */
+function isPowerOfTwoIn(n: number, min: number, max: number): boolean {
+  return Number.isInteger(n) && n >= min && n <= max && (n & (n - 1)) === 0;
 }
