@@ -35,8 +35,36 @@ export function check(condition: unknown, message: string): asserts condition {
   if (!condition) fail(message);
 }
 
-function canaryByte(i: number): number {
-  return ((Math.imul(i, 0x9e3779b1) >>> 24) ^ 0x5a) & 0xff;
+/** The canary for `length` bytes of RAM: position-dependent, so a copy from elsewhere shows too. */
+const canaries = new Map<number, Uint8Array>();
+function canary(length: number): Uint8Array {
+  let c = canaries.get(length);
+  if (!c) {
+    c = new Uint8Array(length);
+    for (let i = 0; i < length; i++) c[i] = ((Math.imul(i, 0x9e3779b1) >>> 24) ^ 0x5a) & 0xff;
+    canaries.set(length, c);
+  }
+  return c;
+}
+
+/** The first index ≥ `from` where `a` and `b` differ, or their length; compares words where it can. */
+export function firstDifference(a: Uint8Array, b: Uint8Array, from = 0): number {
+  const n = Math.min(a.length, b.length);
+  let i = from;
+  while (i < n && (i & 3) !== 0) {
+    if (a[i] !== b[i]) return i;
+    i++;
+  }
+  if ((a.byteOffset & 3) === 0 && (b.byteOffset & 3) === 0) {
+    const words = (n - i) >>> 2;
+    const wa = new Uint32Array(a.buffer, a.byteOffset + i, words);
+    const wb = new Uint32Array(b.buffer, b.byteOffset + i, words);
+    let w = 0;
+    while (w < words && wa[w] === wb[w]) w++;
+    i += w * 4;
+  }
+  while (i < n && a[i] === b[i]) i++;
+  return i;
 }
 
 export interface QueueLayout {
@@ -113,7 +141,7 @@ export class RawGuest {
     this.#ram = new DataView(t.ram.buffer, t.ram.byteOffset, t.ram.length);
     this.shadow = new Uint8Array(t.ram.length);
     this.#shadowView = new DataView(this.shadow.buffer);
-    for (let i = 0; i < this.shadow.length; i++) this.shadow[i] = canaryByte(i);
+    this.shadow.set(canary(this.shadow.length));
     t.ram.set(this.shadow);
     this.diskBefore = t.disk.slice();
     this.q = layoutFor(this.base, 16);
@@ -192,30 +220,21 @@ export class RawGuest {
     const allowed = [...this.#allowed].sort((a, b) => a.start - b.start);
     const ram = this.t.ram;
     const out: string[] = [];
-    let r = 0;
-    for (let i = 0; i < ram.length && out.length < max; i++) {
-      if (ram[i] === this.shadow[i]) continue;
+    for (let i = firstDifference(ram, this.shadow); i < ram.length && out.length < max; i = firstDifference(ram, this.shadow, i + 1)) {
       const addr = this.base + i;
-      while (r < allowed.length && allowed[r]!.end <= addr) r++;
-      // Ranges may overlap: look at every range that starts at or before addr.
-      let ok = false;
-      for (let k = r; k < allowed.length && allowed[k]!.start <= addr; k++) if (addr < allowed[k]!.end) ok = true;
-      if (!ok) {
-        let endAt = i;
-        while (endAt < ram.length && ram[endAt] !== this.shadow[endAt]) endAt++;
-        out.push(`0x${addr.toString(16)}+${endAt - i} (0x${this.shadow[i]!.toString(16)} → 0x${ram[i]!.toString(16)})`);
-        i = endAt;
-      }
+      if (allowed.some((r) => r.start <= addr && addr < r.end)) continue;
+      let endAt = i;
+      while (endAt < ram.length && ram[endAt] !== this.shadow[endAt]) endAt++;
+      out.push(`0x${addr.toString(16)}+${endAt - i} (0x${this.shadow[i]!.toString(16)} → 0x${ram[i]!.toString(16)})`);
+      i = endAt;
     }
     return out;
   }
 
   /** Fail unless the disk holds what it held when the case began. */
   expectDiskUnchanged(what: string): void {
-    const d = this.t.disk;
-    for (let i = 0; i < d.length; i++) {
-      if (d[i] !== this.diskBefore[i]) fail(`${what}: the disk changed at byte ${i} (sector ${Math.floor(i / 512)})`);
-    }
+    const i = firstDifference(this.t.disk, this.diskBefore);
+    if (i < this.t.disk.length) fail(`${what}: the disk changed at byte ${i} (sector ${Math.floor(i / 512)})`);
   }
 
   // ---- registers --------------------------------------------------------

@@ -15,7 +15,7 @@
 import { BlkRequestType, BlkStatus } from '../../src/block/constants.ts';
 import { MmioReg } from '../../src/virtio/mmio.ts';
 import { CaseFailure, LIVE, RawGuest } from './guest.ts';
-import type { TargetFactory, TargetOptions } from './target.ts';
+import { fillDisk, type TargetFactory, type TargetOptions } from './target.ts';
 
 export type Verdict = 'PASS' | 'REJECT';
 export type ResultKind = Verdict | 'FAIL' | 'WEDGED';
@@ -74,8 +74,7 @@ function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 export async function runCase(factory: TargetFactory, c: HostileCase): Promise<CaseResult> {
   const t = await factory(c.options ?? {});
   const g = new RawGuest(t);
-  // A lasting disk pattern, so reads prove where their data came from.
-  for (let i = 0; i < t.disk.length; i++) t.disk[i] = (i * 7 + (i >>> 9)) & 0xff;
+  fillDisk(t.disk);
   g.diskBefore.set(t.disk);
   let kind: ResultKind;
   let detail = '';

@@ -23,6 +23,8 @@ export interface TargetOptions {
   queueSize?: number;
   /** GET_ID's answer. */
   serial?: string;
+  /** Override Target.hangMs (the fuzzer's synchronous cases need no more than a moment). */
+  hangMs?: number;
 }
 
 export interface Mmio {
@@ -59,6 +61,18 @@ export type TargetFactory = (options: TargetOptions) => Promise<Target>;
 
 export const DEFAULT_SERIAL = 'hostile-guest-suite!';
 
+const diskPatterns = new Map<number, Uint8Array>();
+/** Fill `disk` with a lasting pattern, so reads prove where their data came from. */
+export function fillDisk(disk: Uint8Array): void {
+  let p = diskPatterns.get(disk.length);
+  if (!p) {
+    p = new Uint8Array(disk.length);
+    for (let i = 0; i < p.length; i++) p[i] = (i * 7 + (i >>> 9)) & 0xff;
+    diskPatterns.set(disk.length, p);
+  }
+  disk.set(p);
+}
+
 /** The same-thread host: the device runs inside the register write that needs it. */
 export const sameThreadTarget: TargetFactory = async (options) => {
   const ramBytes = options.ramBytes ?? 256 << 10;
@@ -94,7 +108,7 @@ export const sameThreadTarget: TargetFactory = async (options) => {
     ramBase: HOSTILE_RAM_BASE,
     disk,
     gate,
-    hangMs: 2000,
+    hangMs: options.hangMs ?? 2000,
     get interruptLevel() {
       return inner.interruptLevel;
     },
