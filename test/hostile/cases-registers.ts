@@ -93,7 +93,7 @@ function badGeometryCase(name: string, change: (g: RawGuest, l: QueueLayout) => 
       g.setReg(MmioReg.Status, LIVE);
       g.notify();
       check(await g.waitFor(() => (g.status & 64) !== 0), `${name}: no DEVICE_NEEDS_RESET`);
-      return needsReset(g, null, name);
+      return await needsReset(g, null, name);
     },
   };
 }
@@ -107,7 +107,7 @@ function brokenRingCase(name: string, spoil: (g: RawGuest) => void): HostileCase
       offerRead(g, 0);
       spoil(g);
       g.notify();
-      const v = needsReset(g, await g.outcome(name), name);
+      const v = await needsReset(g, await g.outcome(name), name);
       // It stays stopped until a reset.
       g.notify();
       await nothingConsumed(g, name);
@@ -242,7 +242,7 @@ export const registerCases: HostileCase[] = [
       g.setReg(MmioReg.QueueReady, 1);
       g.notify();
       check(await g.waitFor(() => (g.status & 64) !== 0), 'R2: no DEVICE_NEEDS_RESET for QueueNum 0 enabled late');
-      return needsReset(g, null, 'R2 late bad geometry');
+      return await needsReset(g, null, 'R2 late bad geometry');
     },
   },
   {
@@ -369,7 +369,7 @@ export const registerCases: HostileCase[] = [
       g.setReg(MmioReg.Status, ACK | DRIVER | DRIVER_OK);
       g.notify();
       check(await g.waitFor(() => (g.status & 64) !== 0), `R4: no DEVICE_NEEDS_RESET (status 0x${g.status.toString(16)})`);
-      needsReset(g, null, 'R4 DRIVER_OK without FEATURES_OK');
+      await needsReset(g, null, 'R4 DRIVER_OK without FEATURES_OK');
       await nothingConsumed(g, 'R4 DRIVER_OK without FEATURES_OK');
       return 'REJECT';
     },

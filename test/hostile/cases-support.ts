@@ -55,10 +55,12 @@ export function refused(g: RawGuest, o: Outcome, head: number, r: Req, what: str
 }
 
 /** The ring (or the device) was declared unusable: DEVICE_NEEDS_RESET, a config interrupt, nothing published (§2.1.2). */
-export function needsReset(g: RawGuest, o: Outcome | null, what: string): Verdict {
+export async function needsReset(g: RawGuest, o: Outcome | null, what: string): Promise<Verdict> {
   if (o) check(o.needsReset && !o.used, `${what}: want DEVICE_NEEDS_RESET, got ${describe(o)}`);
   else check(g.status & 64, `${what}: want DEVICE_NEEDS_RESET, status 0x${g.status.toString(16)}`);
-  check(g.reg(MmioReg.InterruptStatus) & MmioInterrupt.ConfigChange, `${what}: DEVICE_NEEDS_RESET without a config interrupt`);
+  // The device sets the status bit, then raises the interrupt: another thread may see the first alone for a moment.
+  const interrupted = await g.waitFor(() => (g.reg(MmioReg.InterruptStatus) & MmioInterrupt.ConfigChange) !== 0);
+  check(interrupted, `${what}: DEVICE_NEEDS_RESET without a config interrupt`);
   check(g.usedIdx() === g.lastUsed, `${what}: a used element published after DEVICE_NEEDS_RESET`);
   return 'REJECT';
 }
