@@ -1,10 +1,11 @@
 // A hostile front-end (vhost-user.rst is the contract; every test names the
-// message and the rule it enforces). The test is a raw unix-socket peer: it
-// writes headers and payloads byte by byte, passes fds with SCM_RIGHTS, and
-// reads whatever comes back. Each rule is: the bad message gets an error
-// reply where the protocol has one (REPLY_ACK, GET_CONFIG's empty payload) or
-// the connection is dropped; fds the host was sent are closed, mappings go
-// with the connection, and a fresh well-formed front-end is served afterwards.
+// message and the rule it enforces). The test is a raw unix-socket peer
+// (test/support/vhost-user-peer.ts): it writes headers and payloads byte by
+// byte, passes fds with SCM_RIGHTS, and reads whatever comes back. Each rule
+// is: the bad message gets an error reply where the protocol has one
+// (REPLY_ACK, GET_CONFIG's empty payload) or the connection is dropped; fds
+// the host was sent are closed, mappings go with the connection, and a fresh
+// well-formed front-end is served afterwards.
 
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync } from 'node:fs';
 import { once } from 'node:events';
@@ -14,10 +15,9 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { MemoryBackend } from '../src/backends/memory.ts';
 import { VirtioBlkDevice } from '../src/block/device.ts';
-import { loadAddon, type VhostUserAddon, type Watcher } from '../src/host/vhost-user/addon.ts';
+import { loadAddon, type VhostUserAddon } from '../src/host/vhost-user/addon.ts';
 import { VhostUserHost } from '../src/host/vhost-user/host.ts';
 import {
-  decodeHeader,
   decodeU64,
   encodeConfig,
   encodeHeader,
@@ -33,103 +33,7 @@ import {
   Request,
   type MemRegion,
 } from '../src/host/vhost-user/protocol.ts';
-
-type Message = { request: number; flags: number; payload: Uint8Array };
-
-/** A front-end that sends anything and collects whole replies (or the hang-up). */
-class RawPeer {
-  readonly fd: number;
-  readonly #addon: VhostUserAddon;
-  #watcher: Watcher | null = null;
-  #inbox = new Uint8Array(0);
-  #replies: Message[] = [];
-  #waiters: Array<() => void> = [];
-  #hungUp = false;
-
-  /** `read: false` never reads the socket: a peer that ignores its replies. */
-  constructor(addon: VhostUserAddon, path: string, options: { read?: boolean } = {}) {
-    this.#addon = addon;
-    this.fd = addon.connect(path);
-    if (options.read !== false) this.#watcher = addon.watch(this.fd, () => this.#readable());
-  }
-
-  #readable(): void {
-    const chunk = new Uint8Array(4096);
-    let got;
-    try {
-      got = this.#addon.recvmsg(this.fd, chunk, true);
-    } catch (err) {
-      // The host closed with our bytes unread: a hang-up like any other.
-      if ((err as NodeJS.ErrnoException).code !== 'ECONNRESET') throw err;
-      got = { bytes: 0, fds: [] };
-    }
-    if (got.bytes < 0) return;
-    if (got.bytes === 0) {
-      this.#stop();
-      this.#hungUp = true;
-    } else {
-      const joined = new Uint8Array(this.#inbox.length + got.bytes);
-      joined.set(this.#inbox);
-      joined.set(chunk.subarray(0, got.bytes), this.#inbox.length);
-      this.#inbox = joined;
-      this.#split();
-    }
-    for (const wake of this.#waiters.splice(0)) wake();
-  }
-
-  #split(): void {
-    while (this.#inbox.length >= HEADER_SIZE) {
-      const { request, flags, size } = decodeHeader(this.#inbox);
-      if (this.#inbox.length < HEADER_SIZE + size) return;
-      this.#replies.push({ request, flags, payload: this.#inbox.slice(HEADER_SIZE, HEADER_SIZE + size) });
-      this.#inbox = this.#inbox.slice(HEADER_SIZE + size);
-    }
-  }
-
-  #stop(): void {
-    if (this.#watcher) this.#addon.unwatch(this.#watcher);
-    this.#watcher = null;
-  }
-
-  /** The next whole reply, or 'hung up' once the host closed the connection. */
-  async next(): Promise<Message | 'hung up'> {
-    for (;;) {
-      const reply = this.#replies.shift();
-      if (reply) return reply;
-      if (this.#hungUp) return 'hung up';
-      await new Promise<void>((resolve) => this.#waiters.push(resolve));
-    }
-  }
-
-  sendBytes(bytes: Uint8Array, fds?: number[]): void {
-    this.#addon.sendmsg(this.fd, bytes, fds);
-  }
-
-  send(request: number, payload?: Uint8Array, fds?: number[], flags: number = HeaderFlag.Version): void {
-    this.sendBytes(encodeMessage(request, flags, payload), fds);
-  }
-
-  /** Send and return the reply. */
-  call(request: number, payload?: Uint8Array, fds?: number[]): Promise<Message | 'hung up'> {
-    this.send(request, payload, fds);
-    return this.next();
-  }
-
-  /** Send with NEED_REPLY: the REPLY_ACK status (0 = success), or 'hung up'. */
-  async acked(request: number, payload?: Uint8Array, fds?: number[]): Promise<bigint | 'hung up'> {
-    this.send(request, payload, fds, HeaderFlag.Version | HeaderFlag.NeedReply);
-    const reply = await this.next();
-    if (reply === 'hung up') return reply;
-    expect(reply.request).toBe(request);
-    expect(reply.flags & HeaderFlag.Reply).toBe(HeaderFlag.Reply);
-    return decodeU64(reply.payload);
-  }
-
-  close(): void {
-    this.#stop();
-    this.#addon.close(this.fd);
-  }
-}
+import { VhostUserPeer, type Message } from './support/vhost-user-peer.ts';
 
 const RAM_GPA = 0x4000_0000;
 const RAM_BYTES = 64 * 1024;
@@ -143,8 +47,9 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
   let ramFd: number;
   let host: VhostUserHost;
   let device: VirtioBlkDevice;
-  const peers: RawPeer[] = [];
+  const peers: VhostUserPeer[] = [];
   const warnings: string[] = [];
+  const logs: string[] = [];
   const socket = (): string => join(dir, 'hostile.sock');
 
   beforeAll(() => {
@@ -159,6 +64,7 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
     for (const peer of peers.splice(0)) peer.close();
     await host.close();
     warnings.length = 0;
+    logs.length = 0;
   });
 
   afterAll(() => {
@@ -166,8 +72,8 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function connect(options: { read?: boolean } = {}): RawPeer {
-    const peer = new RawPeer(addon, socket(), options);
+  function connect(options: { read?: boolean } = {}): VhostUserPeer {
+    const peer = new VhostUserPeer(addon, socket(), options);
     peers.push(peer);
     return peer;
   }
@@ -175,11 +81,17 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
   function listen(options: { addon?: VhostUserAddon } = {}): void {
     device = new VirtioBlkDevice(new MemoryBackend(1 << 20));
     const use = options.addon ?? addon;
-    host = VhostUserHost.listen({ socketPath: socket(), device, addon: use, warn: (line) => warnings.push(line) });
+    host = VhostUserHost.listen({
+      socketPath: socket(),
+      device,
+      addon: use,
+      log: (line) => logs.push(line),
+      warn: (line) => warnings.push(line),
+    });
   }
 
   /** A host and a peer that negotiated REPLY_ACK, so that refusals can be seen. */
-  function start(): RawPeer {
+  function start(): VhostUserPeer {
     listen();
     const peer = connect();
     peer.send(Request.SetProtocolFeatures, encodeU64(1n << ProtocolFeature.ReplyAck));
@@ -241,6 +153,14 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
     peer.sendBytes(encodeHeader(Request.SetMemTable, HeaderFlag.Version, MAX_PAYLOAD + 1));
     expect(await peer.next()).toBe('hung up');
     await servesAFreshFrontEnd();
+    // With bytes behind the header that the host never reads, its close is a
+    // reset (recvmsg here fails with ECONNRESET): a hang-up all the same.
+    const again = connect();
+    const trailing = new Uint8Array(HEADER_SIZE + 4096);
+    trailing.set(encodeHeader(Request.SetMemTable, HeaderFlag.Version, MAX_PAYLOAD + 1));
+    again.sendBytes(trailing);
+    expect(await again.next()).toBe('hung up');
+    await servesAFreshFrontEnd();
   });
 
   test('framing: a peer that disconnects mid-message leaves no fd behind (SET_MEM_TABLE header, half a payload, an fd)', async () => {
@@ -257,6 +177,35 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
     peer.close();
     peers.length = 0;
     await host.idle();
+    expect(held(sent.paths[0]!)).toBe(0);
+    await servesAFreshFrontEnd();
+  });
+
+  test('framing: a front-end that resets the connection (leaves with a reply unread) is a disconnect, not a protocol error; its half-sent fd is closed', async () => {
+    listen();
+    const peer = connect({ read: false });
+    // A reply waits unread in the peer's socket...
+    const replied = new Promise<void>((resolve) => {
+      const watcher = addon.watch(peer.fd, () => {
+        addon.unwatch(watcher);
+        resolve();
+      });
+    });
+    peer.send(Request.GetQueueNum);
+    await replied;
+    // ...and the host holds the fd of a message that never finishes.
+    const sent = sendMarkers(1);
+    const message = encodeMessage(Request.SetMemTable, HeaderFlag.Version, encodeMemTable([region()]));
+    peer.sendBytes(message.subarray(0, HEADER_SIZE + 10), sent.fds);
+    sent.release();
+    for (let turn = 0; turn < 100 && held(sent.paths[0]!) === 0; turn++) await new Promise(setImmediate);
+    expect(held(sent.paths[0]!)).toBe(1);
+    // Closing with unread bytes resets the host's end: its recvmsg fails with ECONNRESET.
+    peer.close();
+    peers.length = 0;
+    await host.idle();
+    expect(logs).toContain('disconnected: front-end reset the connection');
+    expect(warnings.filter((w) => w.startsWith('protocol error'))).toEqual([]);
     expect(held(sent.paths[0]!)).toBe(0);
     await servesAFreshFrontEnd();
   });

@@ -10,7 +10,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { NodeFileBackend } from '../src/backends/node-file.ts';
 import { BlkConfig, BlkRequestType, BlkStatus } from '../src/block/constants.ts';
 import { VirtioBlkDevice } from '../src/block/device.ts';
-import { loadAddon, type VhostUserAddon, type Watcher } from '../src/host/vhost-user/addon.ts';
+import { loadAddon, type VhostUserAddon } from '../src/host/vhost-user/addon.ts';
 import { OFFERED_PROTOCOL_FEATURES, VhostUserHost } from '../src/host/vhost-user/host.ts';
 import {
   decodeConfig,
@@ -34,6 +34,7 @@ import {
 } from '../src/host/vhost-user/protocol.ts';
 import { VirtioFeature } from '../src/virtio/device.ts';
 import { DescFlag } from '../src/virtio/queue.ts';
+import { HUNG_UP, VhostUserPeer, type Message } from './support/vhost-user-peer.ts';
 
 describe('vhost-user codec', () => {
   test('header, vring address and memory table round-trip', () => {
@@ -74,65 +75,6 @@ const USED = RAM_GPA + 0x3000;
 const DATA = RAM_GPA + 0x10000;
 const QUEUE_SIZE = 8;
 
-/** A vhost-user front-end in the test process, answering to the same event loop as the host. */
-class FrontEnd {
-  readonly fd: number;
-  readonly #addon: VhostUserAddon;
-  readonly #watcher: Watcher;
-  #waiting: Array<(msg: { request: number; payload: Uint8Array } | null) => void> = [];
-
-  constructor(addon: VhostUserAddon, path: string) {
-    this.#addon = addon;
-    this.fd = addon.connect(path);
-    this.#watcher = addon.watch(this.fd, () => this.#readable());
-  }
-
-  #readable(): void {
-    const header = new Uint8Array(HEADER_SIZE);
-    const got = this.#addon.recvmsg(this.fd, header);
-    const wake = this.#waiting.shift();
-    if (got.bytes === 0) {
-      this.#addon.unwatch(this.#watcher);
-      wake?.(null);
-      for (const w of this.#waiting.splice(0)) w(null);
-      return;
-    }
-    const { request, flags, size } = decodeHeader(header);
-    expect(flags & HeaderFlag.Reply).toBe(HeaderFlag.Reply);
-    const payload = new Uint8Array(size);
-    if (size) this.#addon.recvmsg(this.fd, payload);
-    wake?.({ request, payload });
-  }
-
-  /** The next reply, whatever it answers. */
-  nextReply(): Promise<{ request: number; payload: Uint8Array } | null> {
-    return new Promise((resolve) => this.#waiting.push(resolve));
-  }
-
-  send(request: number, payload?: Uint8Array, fds?: number[], flags: number = HeaderFlag.Version): void {
-    this.#addon.sendmsg(this.fd, encodeMessage(request, flags, payload), fds);
-  }
-
-  /** Send and wait for the reply (or null when the host hung up). */
-  call(request: number, payload?: Uint8Array, fds?: number[], flags: number = HeaderFlag.Version) {
-    const reply = new Promise<{ request: number; payload: Uint8Array } | null>((r) => this.#waiting.push(r));
-    this.send(request, payload, fds, flags);
-    return reply;
-  }
-
-  /** Send with NEED_REPLY and return the REPLY_ACK status (0 = success). */
-  async acked(request: number, payload?: Uint8Array, fds?: number[]): Promise<bigint> {
-    const reply = await this.call(request, payload, fds, HeaderFlag.Version | HeaderFlag.NeedReply);
-    expect(reply?.request).toBe(request);
-    return decodeU64(reply!.payload);
-  }
-
-  close(): void {
-    this.#addon.unwatch(this.#watcher);
-    this.#addon.close(this.fd);
-  }
-}
-
 describe.runIf(process.platform === 'linux')('vhost-user host', () => {
   let addon: VhostUserAddon;
   let dir: string;
@@ -171,11 +113,11 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function start(options: { readOnly?: boolean; maxMappingBytes?: number } = {}): FrontEnd {
+  function start(options: { readOnly?: boolean; maxMappingBytes?: number } = {}): VhostUserPeer {
     backend = NodeFileBackend.open(image, { readOnly: options.readOnly });
     device = new VirtioBlkDevice(backend, { readOnly: options.readOnly });
     host = VhostUserHost.listen({ socketPath: socket(), device, addon, maxMappingBytes: options.maxMappingBytes });
-    const front = new FrontEnd(addon, socket());
+    const front = new VhostUserPeer(addon, socket());
     cleanup.push(() => front.close());
     return front;
   }
@@ -210,10 +152,10 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
   }
 
   /** Negotiate and start queue 0 the way QEMU 7.2 does; returns the kick and call eventfds. */
-  async function startQueue(front: FrontEnd): Promise<{ kick: number; call: number }> {
+  async function startQueue(front: VhostUserPeer): Promise<{ kick: number; call: number }> {
     ramBytes.fill(0, 0, 0x20000);
-    const features = (await front.call(Request.GetFeatures))!;
-    const offered = decodeU64(features.payload);
+    const features = await front.answer(Request.GetFeatures);
+    const offered = decodeU64(features);
     front.send(Request.SetProtocolFeatures, encodeU64(OFFERED_PROTOCOL_FEATURES));
     front.send(Request.SetOwner);
     const acked = offered & ((1n << VirtioFeature.Version1) | (1n << F_PROTOCOL_FEATURES) | (1n << 9n) /* FLUSH */);
@@ -252,16 +194,16 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
 
   test('handshake: features, protocol features, queue count and config come from the device', async () => {
     const front = start();
-    const features = decodeU64((await front.call(Request.GetFeatures))!.payload);
+    const features = decodeU64(await front.answer(Request.GetFeatures));
     expect(features & (1n << F_PROTOCOL_FEATURES)).not.toBe(0n);
     expect(features & ~(1n << F_PROTOCOL_FEATURES)).toBe(device.deviceFeatures);
-    const protocol = decodeU64((await front.call(Request.GetProtocolFeatures))!.payload);
+    const protocol = decodeU64(await front.answer(Request.GetProtocolFeatures));
     for (const bit of [ProtocolFeature.Config, ProtocolFeature.ReplyAck, ProtocolFeature.Mq, ProtocolFeature.BackendReq]) {
       expect((protocol >> bit) & 1n).toBe(1n);
     }
-    expect(decodeU64((await front.call(Request.GetQueueNum))!.payload)).toBe(1n);
+    expect(decodeU64(await front.answer(Request.GetQueueNum))).toBe(1n);
     const window = { offset: 0, size: BlkConfig.Size, flags: 0, data: new Uint8Array(BlkConfig.Size) };
-    const config = decodeConfig((await front.call(Request.GetConfig, encodeConfig(window)))!.payload);
+    const config = decodeConfig(await front.answer(Request.GetConfig, encodeConfig(window)));
     expect(config.size).toBe(BlkConfig.Size);
     const capacity = new DataView(config.data.buffer, config.data.byteOffset).getBigUint64(BlkConfig.Capacity, true);
     expect(capacity).toBe(BigInt((1 << 20) / 512));
@@ -281,7 +223,7 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
     expect(await front.acked(Request.SetMemTable, table, [ramFd])).toBe(0n);
     const addr = { index: 0, flags: 0, descUser: USER_BASE + RAM_BYTES, usedUser: USER_BASE, availUser: USER_BASE, logGuest: 0 };
     expect(await front.acked(Request.SetVringAddr, encodeVringAddr(addr))).not.toBe(0n);
-    expect(decodeU64((await front.call(Request.GetQueueNum))!.payload)).toBe(1n);
+    expect(decodeU64(await front.answer(Request.GetQueueNum))).toBe(1n);
   });
 
   test('a write and a read through the ring reach the image; GET_VRING_BASE returns the next avail index', async () => {
@@ -304,8 +246,8 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
     expect(ramBytes[at(readStatus)]).toBe(BlkStatus.Ok);
     expect(Buffer.from(ramBytes.subarray(at(DATA + 0x3000), at(DATA + 0x3000) + 4096))).toEqual(Buffer.from(payload));
 
-    const base = (await front.call(Request.GetVringBase, encodeVringState({ index: 0, num: 0 })))!;
-    expect(decodeVringState(base.payload)).toEqual({ index: 0, num: 2 });
+    const base = await front.answer(Request.GetVringBase, encodeVringState({ index: 0, num: 0 }));
+    expect(decodeVringState(base)).toEqual({ index: 0, num: 2 });
     expect(device.stats.writes).toBe(1);
     expect(device.stats.reads).toBe(1);
   });
@@ -313,8 +255,8 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
   test('a stopped ring is not served; restarting at the saved base serves what arrived meanwhile', async () => {
     const front = start();
     const { kick, call } = await startQueue(front);
-    const base = (await front.call(Request.GetVringBase, encodeVringState({ index: 0, num: 0 })))!;
-    expect(decodeVringState(base.payload).num).toBe(0);
+    const base = await front.answer(Request.GetVringBase, encodeVringState({ index: 0, num: 0 }));
+    expect(decodeVringState(base).num).toBe(0);
     putRequest(0, BlkRequestType.In, 0, { addr: DATA + 0x1000, len: 512 });
     writeSync(kick, new Uint8Array(new BigUint64Array([1n]).buffer)); // stale kick fd: nobody listens
     await new Promise((r) => setTimeout(r, 20));
@@ -358,7 +300,7 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
     // Accept CONFIG_WCE too: without it the writeback field is read-only.
     expect(device.writeback).toBe(true);
     const wce = (1n << VirtioFeature.Version1) | (1n << F_PROTOCOL_FEATURES) | (1n << 9n) | (1n << 11n);
-    await front.call(Request.GetVringBase, encodeVringState({ index: 0, num: 0 }));
+    await front.answer(Request.GetVringBase, encodeVringState({ index: 0, num: 0 }));
     expect(await front.acked(Request.SetFeatures, encodeU64(wce))).toBe(0n);
     const kick = addon.eventfd();
     cleanup.push(() => addon.close(kick));
@@ -368,7 +310,7 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
     expect(await front.acked(Request.SetConfig, encodeConfig(off))).toBe(0n);
     expect(device.writeback).toBe(false);
     // Stop and restart the ring (a driver re-probe): the device resets, the choice is replayed.
-    await front.call(Request.GetVringBase, encodeVringState({ index: 0, num: 0 }));
+    await front.answer(Request.GetVringBase, encodeVringState({ index: 0, num: 0 }));
     const kick2 = addon.eventfd();
     cleanup.push(() => addon.close(kick2));
     expect(await front.acked(Request.SetVringKick, encodeU64(0n), [kick2])).toBe(0n);
@@ -393,9 +335,9 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
     front.close();
     cleanup.length = 0;
     await host.idle();
-    const again = new FrontEnd(addon, socket());
+    const again = new VhostUserPeer(addon, socket());
     cleanup.push(() => again.close());
-    expect(decodeU64((await again.call(Request.GetQueueNum))!.payload)).toBe(1n);
+    expect(decodeU64(await again.answer(Request.GetQueueNum))).toBe(1n);
   });
 
   test('messages arriving in pieces are reassembled, and the host does not block waiting for the rest', async () => {
@@ -405,23 +347,25 @@ describe.runIf(process.platform === 'linux')('vhost-user host', () => {
       ...encodeMessage(Request.GetQueueNum, HeaderFlag.Version),
       ...encodeMessage(Request.GetConfig, HeaderFlag.Version, encodeConfig(window)),
     ]);
-    const first = front.nextReply();
-    const second = front.nextReply();
+    const first = front.next();
+    const second = front.next();
     // Cut inside the first header, then inside the second payload.
     for (const [from, to] of [[0, 5], [5, 30], [30, bytes.length]] as const) {
       addon.sendmsg(front.fd, bytes.subarray(from, to));
       // The host must not block on a partial message: this timer still fires.
       await new Promise((r) => setTimeout(r, 5));
     }
-    expect(decodeU64((await first)!.payload)).toBe(1n);
-    const config = decodeConfig((await second)!.payload);
+    expect(await first).toMatchObject({ request: Request.GetQueueNum, payload: encodeU64(1n) });
+    const reply = await second;
+    expect(reply).toMatchObject({ request: Request.GetConfig });
+    const config = decodeConfig((reply as Message).payload);
     expect(Buffer.from(config.data)).toEqual(Buffer.from(device.config.subarray(0, 8)));
   });
 
   test('a malformed header drops the connection', async () => {
     const front = start();
     const hungUp = front.call(Request.GetQueueNum, undefined, undefined, 0x2 /* version 2 */);
-    expect(await hungUp).toBeNull();
+    expect(await hungUp).toBe(HUNG_UP);
     await host.idle();
   });
 

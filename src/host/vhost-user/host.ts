@@ -305,6 +305,12 @@ export class VhostUserHost {
     } catch (err) {
       for (const extra of this.#rx.fds) this.#addon.close(extra);
       this.#rx = newReceiveState();
+      // A front-end that closes with replies of ours unread resets the
+      // connection (recvmsg: ECONNRESET): it left, it did not misbehave.
+      if (peerGone(err)) {
+        this.#endConnection('front-end reset the connection');
+        return;
+      }
       this.#warn(`protocol error: ${(err as Error).message}`);
       this.#endConnection('protocol error');
     }
@@ -551,6 +557,10 @@ export class VhostUserHost {
     try {
       this.#addon.sendmsg(this.#connFd, encodeReply(request, payload), undefined, true);
     } catch (err) {
+      if (peerGone(err)) {
+        this.#endConnection('front-end closed the connection before its reply');
+        return;
+      }
       this.#warn(`reply to ${requestName[request] ?? request}: ${(err as Error).message}`);
       this.#endConnection('the front-end does not take its replies');
     }
@@ -907,4 +917,10 @@ function takeFd(fds: number[]): number | null {
   const fd = fds[index]!;
   fds[index] = -1;
   return fd;
+}
+
+/** A socket error that means the front-end has gone (reset, or closed before a reply): a disconnect, not a fault. */
+function peerGone(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ECONNRESET' || code === 'EPIPE';
 }
