@@ -9,6 +9,7 @@ import { afterAll, describe, expect, test } from 'vitest';
 import { StorageError } from '../src/backends/backend.ts';
 import { NodeFileBackend, type Fallocate } from '../src/backends/node-file.ts';
 import { loadAddon } from '../src/host/vhost-user/addon.ts';
+import { openDiskImage } from '../src/node.ts';
 import { backendContract, pattern, type BackendFactory } from './contract/backend-contract.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'vbw-node-file-'));
@@ -211,6 +212,27 @@ describe.runIf(process.platform === 'linux')('node file backend: holes', () => {
     expect(() => disk.discard(3 * MIB, MIB)).toThrow(expect.objectContaining({ code: 'io' }));
     expect(readBack(disk, 3 * MIB, MIB).every((b) => b === 0x5a)).toBe(true);
     disk.close();
+  });
+
+  test("openDiskImage ('virtio-blk-web/node') punches holes; NodeFileBackend.open without fallocate leaves the blocks allocated", () => {
+    const through = (open: (path: string) => NodeFileBackend): { before: number; after: number } => {
+      const path = makeImage(8 * MIB);
+      const disk = open(path);
+      disk.write(2 * MIB, new Uint8Array(4 * MIB).fill(0x5a));
+      const before = allocated(path);
+      disk.discard(2 * MIB, 4 * MIB);
+      expect(readBack(disk, 2 * MIB, 4 * MIB).every((b) => b === 0)).toBe(true);
+      disk.close();
+      return { before, after: allocated(path) };
+    };
+    const punched = through((path) => openDiskImage(path));
+    expect(punched.before).toBeGreaterThanOrEqual(4 * MIB);
+    expect(punched.after).toBeLessThanOrEqual(punched.before - 4 * MIB);
+    const plain = through((path) => NodeFileBackend.open(path));
+    expect(plain.after).toBe(plain.before);
+    const readOnly = openDiskImage(makeImage(MIB), { readOnly: true });
+    expect(readOnly.readOnly).toBe(true);
+    readOnly.close();
   });
 
   test('without fallocate, discard still reads back zeroes (zero-fill)', () => {

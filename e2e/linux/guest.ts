@@ -24,10 +24,15 @@ report host-files-ok $(grep -c ': OK$' /tmp/host-check)
 report hello "$(cat /mnt/host/hello.txt)"
 `;
 
+/** MiB written to a scratch file and deleted before each fstrim: space the trim must give back to the host. */
+export const SCRATCH_MIB = 8;
+
 /**
  * Write a random blob (buffered, then a copy with O_DIRECT), its checksums
- * and a note, sync, trim, and read everything back with O_DIRECT in 1 MiB and
- * 4 KiB blocks, from files and from the raw disk after unmounting.
+ * and a note; write and delete a scratch file (its blocks are allocated in
+ * the image but free in the file system), sync, trim, and read everything
+ * back with O_DIRECT in 1 MiB and 4 KiB blocks, from files and from the raw
+ * disk after unmounting.
  */
 function writeAndVerify(name: string, blobMiB: number, note: string): string {
   return String.raw`mkdir -p /mnt/guest
@@ -35,6 +40,8 @@ dd if=/dev/urandom of=/mnt/guest/${name}.bin bs=1M count=${blobMiB} 2>/dev/null
 (cd /mnt/guest && sha256sum ${name}.bin > ${name}.sha256 && md5sum ${name}.bin > ${name}.md5)
 dd if=/mnt/guest/${name}.bin of=/mnt/guest/${name}-direct.bin bs=1M oflag=direct 2>/dev/null || fail "O_DIRECT write"
 echo "${note}" > /mnt/guest/${name}-note.txt
+dd if=/dev/urandom of=/mnt/guest/scratch.bin bs=1M count=${SCRATCH_MIB} conv=fsync 2>/dev/null || fail "scratch write"
+rm /mnt/guest/scratch.bin
 sync
 report trim "$(fstrim -v /mnt)"
 echo 3 > /proc/sys/vm/drop_caches

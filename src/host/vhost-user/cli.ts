@@ -7,11 +7,11 @@
 
 import { parseArgs } from 'node:util';
 import { StorageError } from '../../backends/backend.ts';
-import { NodeFileBackend } from '../../backends/node-file.ts';
 import { CacheMode, VirtioBlkDevice } from '../../block/device.ts';
 import { RateLimiter, type RateLimiterConfig } from '../../limiter/index.ts';
 import { AddonUnavailableError, loadAddon } from './addon.ts';
 import { VhostUserHost } from './host.ts';
+import { openDiskImage } from './image.ts';
 
 export const USAGE = `usage: virtio-blk-web vhost-user --socket PATH --image FILE [options]
 
@@ -102,8 +102,7 @@ async function serve(argv: string[]): Promise<number> {
   const addon = loadAddon();
 
   const readOnly = parsed['read-only'];
-  // fallocate lets a guest's fstrim punch holes instead of writing zeroes.
-  const backend = NodeFileBackend.open(parsed.image, { readOnly, fallocate: addon.fallocate });
+  const backend = openDiskImage(parsed.image, { readOnly, addon });
   if (backend.size % 512 !== 0) {
     process.stderr.write(`warning: ${parsed.image} is not a multiple of 512 bytes; the tail is not visible\n`);
   }
