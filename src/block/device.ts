@@ -381,10 +381,8 @@ export class VirtioBlkDevice implements VirtioDevice {
     }
   }
 
-  /** writeback's value at negotiation: the default, or 0 under CONFIG_WCE without FLUSH (§5.2.5.2). */
   #initialWriteback(): number {
-    if (hasFeature(this.#driverFeatures, BlkFeature.ConfigWce) && !hasFeature(this.#driverFeatures, BlkFeature.Flush)) return 0;
-    return this.#configShadow[BlkConfig.Writeback]!;
+    return initialWriteback(this.#driverFeatures, this.#configShadow[BlkConfig.Writeback]!);
   }
 
   featuresNegotiated(driverFeatures: bigint): void {
@@ -397,6 +395,15 @@ export class VirtioBlkDevice implements VirtioDevice {
 
   configAfterReset(): Uint8Array {
     return this.#configShadow;
+  }
+
+  /** writeback's first value depends on these two (§5.2.5.2). */
+  readonly configFeatureBits = (1n << BlkFeature.ConfigWce) | (1n << BlkFeature.Flush);
+
+  configAfterNegotiation(driverFeatures: bigint): Uint8Array {
+    const image = this.#configShadow.slice();
+    image[BlkConfig.Writeback] = initialWriteback(driverFeatures, this.#configShadow[BlkConfig.Writeback]!);
+    return image;
   }
 
   activate(ctx: ActivateContext): void {
@@ -796,6 +803,12 @@ export class VirtioBlkDevice implements VirtioDevice {
     }
     return BlkStatus.Ok;
   }
+}
+
+/** writeback's value at negotiation: the default, or 0 under CONFIG_WCE without FLUSH (§5.2.5.2). */
+function initialWriteback(driverFeatures: bigint, byDefault: number): number {
+  if (hasFeature(driverFeatures, BlkFeature.ConfigWce) && !hasFeature(driverFeatures, BlkFeature.Flush)) return 0;
+  return byDefault;
 }
 
 /** Whether `n` is a power of two in [min, max]. */

@@ -83,6 +83,15 @@ export interface VirtioDevice {
   featuresNegotiated?(driverFeatures: bigint): void;
   /** The config space as it reads right after a reset (default: `config` as it is). */
   configAfterReset?(): Uint8Array;
+  /**
+   * Feature bits (at most two) whose negotiation changes the config space
+   * (block: CONFIG_WCE and FLUSH decide writeback's first value). The
+   * transport shows `configAfterNegotiation(features)` from the moment
+   * FEATURES_OK is accepted, on the emulator's own thread, so a driver that
+   * reads config straight after FEATURES_OK (Linux's probe) sees it.
+   */
+  readonly configFeatureBits?: bigint;
+  configAfterNegotiation?(driverFeatures: bigint): Uint8Array;
   /** Subscribe to config changes (resize): the transport bumps ConfigGeneration and interrupts. */
   onConfigChange: (() => void) | null;
   /** Start serving; `processQueue` may be called from now on. */

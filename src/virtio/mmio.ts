@@ -128,7 +128,9 @@ const Activity = {
 
 // Word indices into the state (Int32). Queue q's registers are a view of
 // QUEUE_WORDS words at QUEUE_BASE + q * QUEUE_WORDS. The config space is bytes
-// from CONFIG_BYTE, the config as it reads after a reset from CONFIG_DEFAULT_BYTE.
+// from CONFIG_BYTE, the config as it reads after a reset from CONFIG_DEFAULT_BYTE,
+// and as it reads after FEATURES_OK from CONFIG_NEGOTIATED_BYTE (one image per
+// combination of the device's configFeatureBits).
 const W = {
   // Written by the device side only (MmioDevice's constructor): no register writes them.
   DeviceFeaturesLo: 0,
@@ -161,6 +163,9 @@ const W = {
   NotifyCount: 19,
   /** Number of interrupts raised (statistics). */
   InterruptCount: 20,
+  /** VirtioDevice.configFeatureBits, as a 64-bit pair: which negotiated image FEATURES_OK shows. */
+  ConfigFeatureBitsLo: 21,
+  ConfigFeatureBitsHi: 22,
   /** Bitmap of config bytes the driver wrote (8 words: 256 bytes). */
   ConfigDirty: 24,
 } as const;
@@ -196,8 +201,11 @@ const Q = {
 const CONFIG_BYTE = (QUEUE_BASE + MMIO_MAX_QUEUES * QUEUE_WORDS) * 4;
 const CONFIG_MAX = MMIO_WINDOW_SIZE - MmioReg.Config;
 const CONFIG_DEFAULT_BYTE = CONFIG_BYTE + CONFIG_MAX;
+/** Most feature bits a device may name in configFeatureBits. */
+const MAX_CONFIG_FEATURE_BITS = 2;
+const CONFIG_NEGOTIATED_BYTE = CONFIG_DEFAULT_BYTE + CONFIG_MAX;
 /** Bytes of shared memory one register file needs. */
-export const MMIO_STATE_BYTES = CONFIG_DEFAULT_BYTE + CONFIG_MAX;
+export const MMIO_STATE_BYTES = CONFIG_NEGOTIATED_BYTE + (CONFIG_MAX << MAX_CONFIG_FEATURE_BITS);
 /**
  * Indices of the state words other threads wait on: the device worker
  * Atomics.waits on `Doorbell`; an emulator polls or Atomics.waits on
@@ -242,6 +250,23 @@ function queueViews(state: MmioState): readonly Int32Array[] {
 
 function configBytes(state: MmioState, at: number): Uint8Array {
   return new Uint8Array(state.buffer, state.byteOffset + at, CONFIG_MAX);
+}
+
+/** The bit positions set in a 64-bit mask given as two words, lowest first. */
+function maskBits(lo: number, hi: number): number[] {
+  const bits: number[] = [];
+  for (let b = 0; b < 64; b++) if (((b < 32 ? lo : hi) >>> (b & 31)) & 1) bits.push(b);
+  return bits;
+}
+
+/** Which negotiated config image goes with these driver features: bit i set when the mask's i-th bit is. */
+function negotiatedImageIndex(bits: readonly number[], lo: number, hi: number): number {
+  let index = 0;
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i]!;
+    if (((b < 32 ? lo : hi) >>> (b & 31)) & 1) index |= 1 << i;
+  }
+  return index;
 }
 
 /** Bump a queue's epoch by two (staying even): whatever the device built from it is stale. */
@@ -490,9 +515,19 @@ export class MmioRegisters {
       // concurrently, and that bit must not be lost.
       if (Atomics.compareExchange(s, W.Status, old, next) !== old) continue;
       const edges = next & ~old;
+      if (edges & DeviceStatus.FeaturesOk) this.#showNegotiatedConfig();
       if (edges & (DeviceStatus.FeaturesOk | DeviceStatus.DriverOk)) this.#ring(MmioEvent.Status);
       return;
     }
+  }
+
+  /** FEATURES_OK was accepted: show the config the device means for these features, at once. */
+  #showNegotiatedConfig(): void {
+    const s = this.state;
+    const bits = maskBits(Atomics.load(s, W.ConfigFeatureBitsLo), Atomics.load(s, W.ConfigFeatureBitsHi));
+    if (bits.length === 0) return;
+    const index = negotiatedImageIndex(bits, Atomics.load(s, W.DriverFeaturesLo), Atomics.load(s, W.DriverFeaturesHi));
+    configBytes(s, CONFIG_BYTE).set(configBytes(s, CONFIG_NEGOTIATED_BYTE + index * CONFIG_MAX));
   }
 
   #featuresAcceptable(): boolean {
@@ -642,6 +677,12 @@ export class MmioDevice {
     this.#configAfterReset = configBytes(state, CONFIG_DEFAULT_BYTE);
     if (device.queueCount > MMIO_MAX_QUEUES) throw new RangeError(`at most ${MMIO_MAX_QUEUES} queues`);
     if (device.config.length > CONFIG_MAX) throw new RangeError(`config space larger than ${CONFIG_MAX} bytes`);
+    const featureBits = device.configFeatureBits ?? 0n;
+    Atomics.store(state, W.ConfigFeatureBitsLo, Number(featureBits & 0xffff_ffffn) | 0);
+    Atomics.store(state, W.ConfigFeatureBitsHi, Number(featureBits >> 32n) | 0);
+    if (maskBits(Atomics.load(state, W.ConfigFeatureBitsLo), Atomics.load(state, W.ConfigFeatureBitsHi)).length > MAX_CONFIG_FEATURE_BITS) {
+      throw new RangeError(`configFeatureBits names more than ${MAX_CONFIG_FEATURE_BITS} bits`);
+    }
     Atomics.store(state, W.DeviceId, device.deviceId);
     Atomics.store(state, W.NumQueues, device.queueCount);
     Atomics.store(state, W.DeviceFeaturesLo, Number(device.deviceFeatures & 0xffff_ffffn) | 0);
@@ -899,12 +940,24 @@ export class MmioDevice {
     }
   }
 
-  /** Keep the config as it reads after a reset, for the emulator thread's own reset. */
+  /**
+   * Keep the config as it reads after a reset and after FEATURES_OK, for the
+   * emulator thread to show without waiting for the device.
+   */
   #publishConfigAfterReset(): void {
+    const s = this.state;
     const after = this.device.configAfterReset?.() ?? this.device.config;
     this.#configAfterReset.fill(0);
     this.#configAfterReset.set(after);
-    Atomics.store(this.state, W.ConfigSize, after.length);
+    Atomics.store(s, W.ConfigSize, after.length);
+    const bits = maskBits(Atomics.load(s, W.ConfigFeatureBitsLo), Atomics.load(s, W.ConfigFeatureBitsHi));
+    for (let index = 0; bits.length > 0 && index < 1 << bits.length; index++) {
+      let features = 0n;
+      for (let i = 0; i < bits.length; i++) if (index & (1 << i)) features |= 1n << BigInt(bits[i]!);
+      const image = configBytes(s, CONFIG_NEGOTIATED_BYTE + index * CONFIG_MAX);
+      image.fill(0);
+      image.set(this.device.configAfterNegotiation?.(features) ?? after);
+    }
   }
 
   /** Forget the driver: nothing of the old setup is served again. */
