@@ -6,7 +6,11 @@
 //   3. Node unit and property tests (vitest)
 //   4. Chromium end-to-end tests (Playwright; Debian's chromium, installed with
 //      apt when missing and we are root)
-//   5. The real-guest tests: Debian's aarch64 Linux under QEMU drives the
+//   5. The consumer test: `npm pack`, the tarball installed into a scratch
+//      Vite app (built, then opened in Chromium) and a scratch Node project
+//      (the CLI and a vhost-user handshake), outside the repository
+//      (test/consumer/; about a minute with npm's cache warm)
+//   6. The real-guest tests: Debian's aarch64 Linux under QEMU drives the
 //      device through the vhost-user host (QEMU, kernel and busybox are
 //      provisioned into .cache/linux by the suite itself)
 //
@@ -14,7 +18,7 @@
 // "N passed, N failed, N skipped". Exit status is non-zero when any test
 // failed or any suite could not run.
 //
-// Options: --only unit,e2e,linux (default: all), or VBW_TEST_ONLY=... .
+// Options: --only unit,e2e,consumer,linux (default: all), or VBW_TEST_ONLY=... .
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
@@ -26,7 +30,7 @@ const reports = join(root, '.cache', 'test-reports');
 mkdirSync(reports, { recursive: true });
 
 const onlyArg = process.argv.find((a) => a.startsWith('--only='))?.slice(7) ?? process.env.VBW_TEST_ONLY;
-const only = new Set((onlyArg ?? 'unit,e2e,linux').split(',').map((s) => s.trim()));
+const only = new Set((onlyArg ?? 'unit,e2e,consumer,linux').split(',').map((s) => s.trim()));
 
 const totals = { passed: 0, failed: 0, skipped: 0 };
 const problems = [];
@@ -49,7 +53,8 @@ const lock = join(root, 'package-lock.json');
 if (!existsSync(marker) || statSync(marker).mtimeMs < statSync(lock).mtimeMs) {
   const r = run('npm', ['ci', '--no-audit', '--no-fund']);
   if (r.status !== 0) {
-    console.error('npm ci failed: the npm registry must be reachable to install the test dependencies.');
+    // npm ci also runs `prepare` (the library build): a type error fails it too.
+    console.error('npm ci failed (see above): it needs the npm registry, and its `prepare` step builds dist/.');
     process.exit(1);
   }
 } else {
@@ -63,7 +68,7 @@ if (run('npx', ['tsc', '--noEmit', '-p', '.']).status !== 0) {
   totals.failed++;
 }
 
-// 3-5. Suites --------------------------------------------------------------
+// 3-6. Suites --------------------------------------------------------------
 function vitestSuite(name, config) {
   const out = join(reports, `${name}.json`);
   const args = ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${out}`];
@@ -119,6 +124,17 @@ if (only.has('e2e')) {
         totals.failed++;
       }
     }
+  }
+}
+
+if (only.has('consumer')) {
+  section('Consumer: the packed tarball in a scratch Vite app and Node project');
+  // The browser half needs the same Chromium as the e2e suite.
+  if (run('node', ['scripts/ensure-chromium.mjs']).status !== 0) {
+    problems.push('consumer: Chromium is missing and could not be installed (see above)');
+    totals.failed++;
+  } else {
+    vitestSuite('consumer', 'test/consumer/vitest.config.ts');
   }
 }
 
