@@ -89,6 +89,14 @@ describe('the tarball', () => {
     expect(Object.keys(pkg.optionalDependencies ?? {})).toContain('node-gyp');
   });
 
+  test("README's relative links name files that exist (docs/ ships with the package)", () => {
+    const readme = execFileSync('tar', ['-xOzf', tarball, 'package/README.md'], { encoding: 'utf8' });
+    const targets = [...readme.matchAll(/\]\(([^)#\s]+)(?:#[^)]*)?\)/g)].map((m) => normalize(m[1])).filter((t) => !/^[a-z]+:/i.test(t));
+    const tracked = new Set(execFileSync('git', ['ls-files'], { cwd: repo, encoding: 'utf8' }).split('\n'));
+    expect(targets.filter((t) => !tracked.has(t) && !packedFiles.includes(t))).toEqual([]);
+    expect(targets.filter((t) => t.startsWith('docs/') && !packedFiles.includes(t))).toEqual([]);
+  });
+
   test('the description promises only backends that ship', () => {
     const pkg = JSON.parse(execFileSync('tar', ['-xOzf', tarball, 'package/package.json'], { encoding: 'utf8' }));
     const backends = packedFiles.filter((f) => f.startsWith('dist/backends/') && f.endsWith('.js')).join(' ');
@@ -155,6 +163,7 @@ describe('a Vite app', () => {
     let context: BrowserContext;
     let profile: string;
     let origin = '';
+    let chromiumVersion = '';
 
     beforeAll(async () => {
       server = isolatedStaticServer(webApp);
@@ -168,13 +177,20 @@ describe('a Vite app', () => {
         executablePath: chromiumExecutable(),
         args: chromiumArgs(),
       });
-      console.log(`consumer test: Chromium ${context.browser()?.version() ?? (await browserVersion(context))}`);
+      chromiumVersion = context.browser()?.version() ?? (await browserVersion(context));
+      console.log(`consumer test: Chromium ${chromiumVersion}`);
     }, 120_000);
 
     afterAll(async () => {
       await context?.close();
       await new Promise((resolve) => server?.close(resolve));
       if (profile) rmSync(profile, { recursive: true, force: true });
+    });
+
+    test('README names no Chromium version other than the one the tests ran', () => {
+      const readme = readFileSync(join(repo, 'README.md'), 'utf8');
+      const claimed = [...readme.matchAll(/[Tt]ested (?:in|with|on) (?:headless )?Chromium (\d+)/g)].map((m) => m[1]);
+      expect(claimed.filter((major) => major !== chromiumVersion.split('.')[0])).toEqual([]);
     });
 
     for (const [what, path] of [
