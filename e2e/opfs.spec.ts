@@ -124,6 +124,52 @@ test('write-zeroes and discard read back zeroes, also after a reload', async ({ 
   }
 });
 
+test('an empty file left by a crash during creation is no disk: it is not-found, and replaced when created', async ({ page, profile }) => {
+  let harness = await openHarness(page, 'opfs');
+  // What the old creation code left when the browser died between creating
+  // the file and sizing it: an empty file under the disk's name. Beside it,
+  // a half-sized temporary file from a crash during the new creation.
+  await harness.call('plantFile', { file: 'leftover', length: 0, seed: 0 });
+  await harness.call('plantFile', { file: 'leftover.vbw-creating', length: 3000, seed: 61 });
+  expect(await harness.call('files')).toEqual([
+    { name: 'leftover', size: 0 },
+    { name: 'leftover.vbw-creating', size: 3000 },
+  ]);
+  expect(await harness.attempt('open', { name: 'leftover' })).toMatchObject({ name: 'StorageError', code: 'not-found' });
+  expect(await harness.attempt('open', { name: 'leftover', readOnly: true })).toMatchObject({ code: 'not-found' });
+  // Neither leftover is listed as a disk... (the empty one is, with size 0, as any file is)
+  expect(await harness.call('list')).toEqual([{ name: 'leftover', size: 0 }]);
+  // ...and creating the disk gives it its full size (it used to open as 0 sectors forever),
+  // with none of the temporary file's bytes in it.
+  expect(await harness.call('open', { name: 'leftover', size: 4 * MiB })).toEqual({ size: 4 * MiB, readOnly: false });
+  expect(await harness.call('mismatch', { name: 'leftover', offset: 0, length: 4 * MiB, seed: 0 })).toBe(-1);
+  expect(await harness.call('files')).toEqual([{ name: 'leftover', size: 4 * MiB }]);
+  await harness.call('write', { name: 'leftover', offset: 512, length: 4096, seed: 62 });
+  await harness.call('flush', { name: 'leftover' });
+
+  // A full-size disk is a disk: after a crash it opens with or without a size, keeping its data.
+  harness = await openHarness(await profile.crashAndRelaunch(), 'opfs');
+  expect(await harness.call('open', { name: 'leftover', size: 1 * MiB })).toEqual({ size: 4 * MiB, readOnly: false });
+  expect(await harness.call('mismatch', { name: 'leftover', offset: 512, length: 4096, seed: 62 })).toBe(-1);
+});
+
+test('an 8 GiB sparse disk: the first, middle and last sectors', async ({ page }) => {
+  let harness = await openHarness(page, 'opfs');
+  const size = 8 * GiB;
+  const sectors = [0, size / 2, size - 512];
+  await harness.call('open', { name: 'eight', size });
+  for (const [i, offset] of sectors.entries()) await harness.call('write', { name: 'eight', offset, length: 512, seed: 70 + i });
+  await harness.call('flush', { name: 'eight' });
+  await page.reload();
+  harness = await openHarness(page, 'opfs');
+  expect(await harness.call('open', { name: 'eight' })).toEqual({ size, readOnly: false });
+  for (const [i, offset] of sectors.entries()) {
+    expect(await harness.call('mismatch', { name: 'eight', offset, length: 512, seed: 70 + i })).toBe(-1);
+  }
+  // Their neighbours were never written.
+  expect(await harness.call('mismatch', { name: 'eight', offset: size / 2 - 512, length: 512, seed: 0 })).toBe(-1);
+});
+
 test('disks are listed and deleted; a missing disk without a size is a typed not-found error', async ({ page }) => {
   const harness = await openHarness(page, 'opfs');
   expect(await harness.attempt('open', { name: 'nothing-here' })).toMatchObject({ name: 'StorageError', code: 'not-found' });

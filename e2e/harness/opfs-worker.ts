@@ -2,40 +2,15 @@
 // and exposes single disk operations, because sync access handles exist only
 // in dedicated workers. Disks are addressed by name inside the 'e2e' folder.
 
-import { OpfsBackend, deleteOpfsDisk, listOpfsDisks } from '../../src/backends/opfs.ts';
-import type { BlockBackend } from '../../src/backends/backend.ts';
-import { backendContract, pattern, type BackendFactory } from '../../test/contract/backend-contract.ts';
+import { OpfsBackend, deleteOpfsDisk, listOpfsDisks, opfsDirectory } from '../../src/backends/opfs.ts';
+import { backendContract, pattern } from '../../test/contract/backend-contract.ts';
+import { namedDiskFactory } from '../../test/contract/named-disks.ts';
 import { serve } from './rpc.ts';
 
 const DIRECTORY = 'e2e';
 const CONTRACT_DIRECTORY = 'contract';
 
-let contractDisks = 0;
-const contractNames = new WeakMap<BlockBackend, string>();
-
-const factory: BackendFactory = {
-  async create({ size, data, readOnly }) {
-    const name = `disk-${++contractDisks}`;
-    const writer = await OpfsBackend.open({ name, directory: CONTRACT_DIRECTORY, size });
-    if (data) writer.write(0, data);
-    let backend: OpfsBackend = writer;
-    if (readOnly) {
-      await writer.close();
-      backend = await OpfsBackend.open({ name, directory: CONTRACT_DIRECTORY, readOnly: true });
-    }
-    contractNames.set(backend, name);
-    return backend;
-  },
-  async reopen(backend, options) {
-    const name = contractNames.get(backend)!;
-    await backend.close();
-    const again = await OpfsBackend.open({ name, directory: CONTRACT_DIRECTORY, readOnly: options?.readOnly });
-    contractNames.set(again, name);
-    return again;
-  },
-  sparseHugeDisks: true,
-  resizable: true,
-};
+const factory = namedDiskFactory((name, options) => OpfsBackend.open({ name, directory: CONTRACT_DIRECTORY, ...options }), { sparseHugeDisks: true, resizable: true });
 
 /** Disks this worker has open, by name. */
 const open = new Map<string, OpfsBackend>();
@@ -80,4 +55,24 @@ serve({
   delete: ({ name }: { name: string }) => deleteOpfsDisk(name, DIRECTORY),
   list: () => listOpfsDisks(DIRECTORY),
   isolated: () => crossOriginIsolated,
+  /**
+   * Put a file at `file` in the harness folder directly, bypassing the
+   * backend: `length` bytes of pattern(length, seed). This recreates what a
+   * crash left behind (an empty disk file, a half-made temporary one).
+   */
+  plantFile: async ({ file, length, seed }: { file: string; length: number; seed: number }) => {
+    const handle = await (await opfsDirectory(DIRECTORY, true)).getFileHandle(file, { create: true });
+    const access = await handle.createSyncAccessHandle();
+    access.truncate(0);
+    access.write(pattern(length, seed), { at: 0 });
+    access.flush();
+    access.close();
+  },
+  /** Names and sizes of every file in the harness folder, temporary ones included. */
+  files: async () => {
+    const out: Array<{ name: string; size: number }> = [];
+    const folder = (await opfsDirectory(DIRECTORY, true)) as unknown as { values(): AsyncIterable<FileSystemFileHandle> };
+    for await (const entry of folder.values()) out.push({ name: entry.name, size: (await entry.getFile()).size });
+    return out.sort((a, b) => a.name.localeCompare(b.name));
+  },
 });

@@ -15,6 +15,15 @@
 // gets StorageError 'in-use' at once instead of queueing (never a hang). The
 // lock is released on close, or by the browser when the tab or worker dies.
 //
+// Creation is atomic: a new disk is made and sized under a temporary name
+// (NAME.vbw-creating) and only then moved to NAME, so a crash at any moment
+// leaves either no disk or a disk of its full size, never the empty file that
+// an older version left when the browser died between creating the file and
+// sizing it (11 of 15 kills at that moment, issue 12). Such an empty file is
+// not a disk: with a size it is replaced by a new disk, without one it is
+// 'not-found'. A leftover temporary file is reused by the next creation and
+// hidden from listOpfsDisks.
+//
 // OPFS cannot punch holes. DISCARD and WRITE_ZEROES write zeroes from one
 // reusable zero chunk (no allocation the size of the range); a range that
 // runs to the end of the disk and may be unmapped is truncated away and
@@ -23,6 +32,7 @@
 // disks over 4 GiB work.
 
 import { StorageError, StorageErrorCode, toStorageError, type BlockBackend } from './backend.ts';
+import { acquireLock, acquireLockWithin, inUseError, type HeldLock } from './web-lock.ts';
 
 export interface OpfsBackendOptions {
   /** File name of the disk (no '/'). */
@@ -49,8 +59,8 @@ export interface OpfsBackendOptions {
   lockWaitMs?: number;
 }
 
-/** How often a bounded lock wait tries again. */
-const LOCK_RETRY_MS = 50;
+/** Suffix of the temporary name a new disk is sized under before it moves into place. */
+const CREATING_SUFFIX = '.vbw-creating';
 
 /** The Web Lock that guards a disk; exported so tools can query `navigator.locks`. */
 export function opfsLockName(name: string, directory = ''): string {
@@ -116,15 +126,13 @@ export class OpfsBackend implements BlockBackend {
     const lock = await acquireLockWithin(
       opfsLockName(name, directory),
       readOnly ? 'shared' : 'exclusive',
-      path,
+      () => inUse(path),
       options.lockWaitMs ?? 0,
     );
     let handle: FileSystemSyncAccessHandle | undefined;
-    let createdHere = false;
     try {
       const create = size !== undefined && !readOnly;
-      const file = await openFile(directory, name, create, path);
-      createdHere = file.created;
+      const file = create ? await createOrOpenFile(directory, name, size, path) : await existingDisk(directory, name, path);
       try {
         handle = await (file as unknown as FileHandleWithModes).createSyncAccessHandle(
           readOnly ? { mode: 'read-only' } : undefined,
@@ -134,8 +142,6 @@ export class OpfsBackend implements BlockBackend {
         if (error.code === StorageErrorCode.InUse) throw inUse(path, err);
         throw error;
       }
-      // A new file is empty; an existing disk keeps its size ("opened as it is").
-      if (create && file.created && size > 0) handle.truncate(size);
       return new OpfsBackend(path, handle, readOnly, lock);
     } catch (err) {
       try {
@@ -143,9 +149,6 @@ export class OpfsBackend implements BlockBackend {
       } catch {
         // Already failing: the original error is the one worth reporting.
       }
-      // A disk we created but could not size (quota) must not stay behind
-      // as an empty disk that later opens "as it is".
-      if (createdHere) await removeQuietly(directory, name);
       lock?.release();
       await lock?.released;
       throw err instanceof StorageError || err instanceof RangeError ? err : toStorageError(err, `OPFS disk "${path}"`);
@@ -295,9 +298,10 @@ export async function deleteOpfsDisk(name: string, directory = ''): Promise<void
   const dir = normalizeDirectory(directory);
   checkName(name);
   const path = dir ? `${dir}/${name}` : name;
-  const lock = await acquireLock(opfsLockName(name, dir), 'exclusive', path);
+  const lock = await acquireLock(opfsLockName(name, dir), 'exclusive', () => inUse(path));
   try {
     const folder = await directoryHandle(dir, false);
+    await removeQuietly(dir, name + CREATING_SUFFIX);
     await folder.removeEntry(name);
   } catch (err) {
     const error = toStorageError(err, `OPFS disk "${path}": delete`);
@@ -328,7 +332,7 @@ export async function listOpfsDisks(directory = ''): Promise<Array<{ name: strin
   const disks: Array<{ name: string; size: number }> = [];
   // `values()` is not in TypeScript's DOM lib for directory handles yet.
   for await (const entry of (folder as unknown as { values(): AsyncIterable<FileSystemHandle> }).values()) {
-    if (entry.kind === 'file') disks.push({ name: entry.name, size: (await (entry as FileSystemFileHandle).getFile()).size });
+    if (entry.kind === 'file' && !entry.name.endsWith(CREATING_SUFFIX)) disks.push({ name: entry.name, size: (await (entry as FileSystemFileHandle).getFile()).size });
   }
   return disks.sort((a, b) => a.name.localeCompare(b.name));
 }
@@ -340,7 +344,7 @@ function normalizeDirectory(directory: string): string {
 }
 
 function checkName(name: string): void {
-  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\')) {
+  if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\\') || name.endsWith(CREATING_SUFFIX)) {
     throw new RangeError(`"${name}" is not a valid OPFS file or folder name`);
   }
 }
@@ -356,81 +360,73 @@ async function directoryHandle(directory: string, create: boolean): Promise<File
   return folder;
 }
 
-/** The disk's file handle, and whether this call created it. */
-async function openFile(
-  directory: string,
-  name: string,
-  create: boolean,
-  path: string,
-): Promise<FileSystemFileHandle & { created: boolean }> {
-  try {
-    const folder = await directoryHandle(directory, create);
-    try {
-      return Object.assign(await folder.getFileHandle(name), { created: false });
-    } catch (err) {
-      if (!create || (err as { name?: unknown } | null)?.name !== 'NotFoundError') throw err;
-      return Object.assign(await folder.getFileHandle(name, { create: true }), { created: true });
-    }
-  } catch (err) {
-    const error = toStorageError(err, `OPFS disk "${path}"`);
-    if (error.code === StorageErrorCode.NotFound) {
-      throw new StorageError(StorageErrorCode.NotFound, `OPFS disk "${path}" does not exist (give a size to create it)`, { cause: err });
-    }
-    throw error;
+/**
+ * The disk's file when it exists and is not an empty leftover (see the
+ * header); 'not-found' otherwise.
+ */
+async function existingDisk(directory: string, name: string, path: string): Promise<FileSystemFileHandle> {
+  const file = await findFile(directory, name, path);
+  if (!file || (await file.getFile()).size === 0) {
+    throw new StorageError(StorageErrorCode.NotFound, `OPFS disk "${path}" does not exist (give a size to create it)`);
   }
+  return file;
 }
 
-/** A held Web Lock: `release()` lets it go; `released` settles once the lock manager has dropped it. */
-interface HeldLock {
-  release(): void;
-  released: Promise<void>;
-}
-
-/** `acquireLock`, retried every LOCK_RETRY_MS while the disk is in use, for at most `waitMs`. */
-async function acquireLockWithin(lockName: string, mode: LockMode, path: string, waitMs: number): Promise<HeldLock | null> {
-  const deadline = Date.now() + waitMs;
-  for (;;) {
-    try {
-      return await acquireLock(lockName, mode, path);
-    } catch (err) {
-      const inUseNow = err instanceof StorageError && err.code === StorageErrorCode.InUse;
-      if (!inUseNow || Date.now() + LOCK_RETRY_MS > deadline) throw err;
-      await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
-    }
+/** The file at `name`, or null when there is none; throws StorageError for anything else. */
+async function findFile(directory: string, name: string, path: string): Promise<FileSystemFileHandle | null> {
+  try {
+    return await (await directoryHandle(directory, false)).getFileHandle(name);
+  } catch (err) {
+    if ((err as { name?: unknown } | null)?.name === 'NotFoundError') return null;
+    throw toStorageError(err, `OPFS disk "${path}"`);
   }
 }
 
 /**
- * Take the disk's Web Lock without waiting. Returns null where Web Locks do
- * not exist (the handle's own exclusivity still guards writers). Throws
- * 'in-use' when someone else holds it.
+ * The existing disk at `name`, or a new one of `size` bytes made atomically:
+ * sized and flushed under the temporary name, then moved into place (which
+ * also replaces an empty leftover). The caller holds the disk's exclusive lock,
+ * so nobody else uses the temporary name meanwhile.
  */
-async function acquireLock(lockName: string, mode: LockMode, path: string): Promise<HeldLock | null> {
-  const locks = (globalThis as { navigator?: { locks?: LockManager } }).navigator?.locks;
-  if (!locks) return null;
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => (release = resolve));
-  let released!: Promise<void>;
-  const granted = await new Promise<boolean>((resolve, reject) => {
-    // request() settles only after the callback's promise does and the lock
-    // is gone, which is what a closer must wait for before the disk can be
-    // opened again.
-    released = locks
-      .request(lockName, { mode, ifAvailable: true }, async (lock) => {
-        resolve(lock !== null);
-        // The lock lasts as long as this callback's promise is pending.
-        if (lock) await held;
-      })
-      .then(() => undefined, reject);
-  });
-  if (!granted) throw inUse(path);
-  return { release, released };
+async function createOrOpenFile(directory: string, name: string, size: number, path: string): Promise<FileSystemFileHandle> {
+  const existing = await findFile(directory, name, path);
+  if (existing && (size === 0 || (await existing.getFile()).size > 0)) return existing;
+  let folder: FileSystemDirectoryHandle;
+  try {
+    folder = await directoryHandle(directory, true);
+  } catch (err) {
+    throw toStorageError(err, `OPFS disk "${path}": cannot create its folder`);
+  }
+  const temporary = name + CREATING_SUFFIX;
+  try {
+    const file = await folder.getFileHandle(temporary, { create: true });
+    const handle = await file.createSyncAccessHandle();
+    try {
+      // A leftover from an earlier crash may hold anything: start from empty.
+      handle.truncate(0);
+      handle.truncate(size);
+      handle.flush();
+    } finally {
+      handle.close();
+    }
+    await (file as unknown as MovableFileHandle).move(name);
+  } catch (err) {
+    // A disk we could not size (quota) leaves nothing behind.
+    await removeQuietly(directory, temporary);
+    throw toStorageError(err, `OPFS disk "${path}": cannot create ${size} bytes`);
+  }
+  try {
+    return await folder.getFileHandle(name);
+  } catch (err) {
+    throw toStorageError(err, `OPFS disk "${path}"`);
+  }
+}
+
+/** `FileSystemHandle.move(newName)` (Chromium 110+); absent from TypeScript's lib. */
+interface MovableFileHandle {
+  move(newName: string): Promise<void>;
 }
 
 function inUse(path: string, cause?: unknown): StorageError {
-  return new StorageError(
-    StorageErrorCode.InUse,
-    `OPFS disk "${path}" is in use by another tab or worker; close it there first, or open it read-only if it is only being read`,
-    cause === undefined ? undefined : { cause },
-  );
+  return inUseError(`OPFS disk "${path}"`, cause);
 }
