@@ -1,0 +1,14 @@
+// The harness page's script: start the IndexedDB harness worker and expose it to
+// Playwright as `window.harness`.
+
+import { connect, type HarnessClient } from './rpc.ts';
+
+declare global {
+  interface Window {
+    harness?: HarnessClient;
+  }
+}
+
+const worker = new Worker(new URL('./idb-worker.ts', import.meta.url), { type: 'module' });
+window.harness = await connect(worker);
+document.body.dataset.ready = 'true';
