@@ -68,6 +68,8 @@ export const StorageErrorCode = {
   Closed: 'closed',
   /** The disk does not exist. */
   NotFound: 'not-found',
+  /** A remote read-only image changed under a running guest (its ETag, Last-Modified or size moved). */
+  ImageChanged: 'image-changed',
 } as const;
 export type StorageErrorCode = (typeof StorageErrorCode)[keyof typeof StorageErrorCode];
 

@@ -30,6 +30,11 @@ export interface BackendFactory {
   readonly sparseHugeDisks?: boolean;
   /** Whether the backend implements the optional `resize`. */
   readonly resizable?: boolean;
+  /**
+   * False for backends that only serve read-only images (HTTP): cases that
+   * write are skipped, and `create` returns a read-only disk of `data`.
+   */
+  readonly writable?: boolean;
 }
 
 export interface ContractCase {
@@ -109,11 +114,12 @@ async function using(backend: BlockBackend, body: (b: BlockBackend) => Promise<v
 }
 
 const always = (): boolean => true;
+const writable = (f: BackendFactory): boolean => f.writable !== false;
 
 export const backendContract: readonly ContractCase[] = [
   {
     name: 'reports its size and is writable by default',
-    applies: always,
+    applies: writable,
     run: async (f) =>
       using(await f.create({ size: 3 * MiB }), async (b) => {
         check(b.size === 3 * MiB, `size is ${b.size}, expected ${3 * MiB}`);
@@ -141,7 +147,7 @@ export const backendContract: readonly ContractCase[] = [
   },
   {
     name: 'writes read back at sector and unaligned offsets',
-    applies: always,
+    applies: writable,
     run: async (f) =>
       using(await f.create({ size: 1 * MiB }), async (b) => {
         const at = [
@@ -160,7 +166,7 @@ export const backendContract: readonly ContractCase[] = [
   },
   {
     name: 'overlapping writes: the last one wins, neighbours stay',
-    applies: always,
+    applies: writable,
     run: async (f) =>
       using(await f.create({ size: 64 * KiB }), async (b) => {
         await b.write(0, pattern(16 * KiB, 2));
@@ -172,7 +178,7 @@ export const backendContract: readonly ContractCase[] = [
   },
   {
     name: 'reads and writes through views into a larger buffer touch only the view',
-    applies: always,
+    applies: writable,
     run: async (f) =>
       using(await f.create({ size: 64 * KiB }), async (b) => {
         // Guest RAM is one big buffer; the device passes subarrays of it.
@@ -187,7 +193,7 @@ export const backendContract: readonly ContractCase[] = [
   },
   {
     name: 'reads and writes accept views on shared memory (guest RAM)',
-    applies: () => typeof SharedArrayBuffer === 'function',
+    applies: (f) => writable(f) && typeof SharedArrayBuffer === 'function',
     run: async (f) =>
       using(await f.create({ size: 64 * KiB }), async (b) => {
         const memory = new WebAssembly.Memory({ initial: 1, maximum: 4, shared: true });
@@ -201,7 +207,7 @@ export const backendContract: readonly ContractCase[] = [
   },
   {
     name: 'write-zeroes reads back zeroes and leaves neighbours alone',
-    applies: always,
+    applies: writable,
     run: async (f) =>
       using(await f.create({ size: 4 * MiB }), async (b) => {
         await b.write(0, pattern(4 * MiB, 6));
@@ -216,7 +222,7 @@ export const backendContract: readonly ContractCase[] = [
   },
   {
     name: 'write-zeroes with unmap to the end of the disk keeps the size',
-    applies: always,
+    applies: writable,
     run: async (f) =>
       using(await f.create({ size: 1 * MiB }), async (b) => {
         await b.write(0, pattern(1 * MiB, 7));
@@ -228,7 +234,7 @@ export const backendContract: readonly ContractCase[] = [
   },
   {
     name: 'discard leaves the range zero or unchanged and neighbours alone',
-    applies: always,
+    applies: writable,
     run: async (f) =>
       using(await f.create({ size: 1 * MiB }), async (b) => {
         const data = pattern(1 * MiB, 8);
@@ -244,7 +250,7 @@ export const backendContract: readonly ContractCase[] = [
   },
   {
     name: 'flush keeps the data',
-    applies: always,
+    applies: writable,
     run: async (f) =>
       using(await f.create({ size: 64 * KiB }), async (b) => {
         await b.write(512, pattern(1024, 9));
@@ -255,7 +261,7 @@ export const backendContract: readonly ContractCase[] = [
   },
   {
     name: 'ranges outside the disk fail with out-of-range and change nothing',
-    applies: always,
+    applies: writable,
     run: async (f) =>
       using(await f.create({ size: 64 * KiB }), async (b) => {
         await b.write(60 * KiB, pattern(4 * KiB, 11));
@@ -266,6 +272,62 @@ export const backendContract: readonly ContractCase[] = [
         sameBytes(await readBack(b, 60 * KiB, 4 * KiB), pattern(4 * KiB, 11), 'tail after refused calls');
         check(b.size === 64 * KiB, `size changed to ${b.size}`);
       }),
+  },
+  {
+    name: 'a read-only image reads back at unaligned offsets, across blocks, concurrently and into views',
+    applies: always,
+    run: async (f) => {
+      // Not a power of two: the backend's last block (or chunk) is partial.
+      const size = 3 * MiB + 4096 + 512;
+      const data = pattern(size, 18);
+      await using(await f.create({ size, data, readOnly: true }), async (b) => {
+        check(b.size === size, `size is ${b.size}, expected ${size}`);
+        const at = [
+          [0, 512],
+          [777, 3],
+          [64 * KiB - 1, 2],
+          [300_000, 500_000],
+          [size - 1000, 1000],
+          [0, size],
+        ] as const;
+        for (const [offset, length] of at) {
+          sameBytes(await readBack(b, offset, length), data.subarray(offset, offset + length), `range ${offset}+${length}`);
+        }
+        // Sixteen adjacent reads in flight at once, as a queue of requests.
+        const parts = await Promise.all(Array.from({ length: 16 }, (_, i) => readBack(b, 1 * MiB + i * 12 * KiB, 12 * KiB)));
+        parts.forEach((p, i) => sameBytes(p, data.subarray(1 * MiB + i * 12 * KiB, 1 * MiB + (i + 1) * 12 * KiB), `concurrent read ${i}`));
+        const out = new Uint8Array(32 * KiB).fill(0x55);
+        await b.read(2 * MiB + 5, out.subarray(4 * KiB, 20 * KiB));
+        sameBytes(out.subarray(4 * KiB, 20 * KiB), data.subarray(2 * MiB + 5, 2 * MiB + 5 + 16 * KiB), 'view read');
+        check(out[4 * KiB - 1] === 0x55 && out[20 * KiB] === 0x55, 'read wrote outside its view');
+        if (typeof SharedArrayBuffer === 'function') {
+          const sab = new Uint8Array(new SharedArrayBuffer(16 * KiB));
+          await b.read(100, sab.subarray(333, 333 + 8 * KiB));
+          sameBytes(sab.slice(333, 333 + 8 * KiB), data.subarray(100, 100 + 8 * KiB), 'shared view');
+        }
+        if (b.readv) {
+          const segs = [new Uint8Array(4096), new Uint8Array(100), new Uint8Array(70 * KiB)];
+          await b.readv(123_456, segs);
+          let at2 = 123_456;
+          for (const [i, seg] of segs.entries()) {
+            sameBytes(seg, data.subarray(at2, at2 + seg.length), `readv segment ${i}`);
+            at2 += seg.length;
+          }
+        }
+      });
+    },
+  },
+  {
+    name: 'reads outside a read-only image fail with out-of-range',
+    applies: always,
+    run: async (f) => {
+      const data = pattern(64 * KiB, 19);
+      await using(await f.create({ size: 64 * KiB, data, readOnly: true }), async (b) => {
+        await expectStorageError('out-of-range', 'read past the end', () => b.read(63 * KiB, new Uint8Array(2 * KiB)));
+        await expectStorageError('out-of-range', 'read at a negative offset', () => b.read(-1, new Uint8Array(1)));
+        sameBytes(await readBack(b, 60 * KiB, 4 * KiB), data.subarray(60 * KiB), 'tail after refused reads');
+      });
+    },
   },
   {
     name: 'a read-only disk refuses writes, zeroes and discards and keeps its data',

@@ -177,6 +177,7 @@ export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
     if (command === 'vhost-user') return await serve(rest);
+    if (command === 'pack') return await (await import('../../pack/cli.ts')).packCommand(rest);
     if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
       process.stdout.write(USAGE);
       return command === undefined ? 2 : 0;
