@@ -67,6 +67,15 @@ export {
   opfsLockName,
   type OpfsBackendOptions,
 } from './backends/opfs.ts';
+export {
+  DEFAULT_INDEXEDDB_CHUNK_BYTES,
+  IndexedDbBackend,
+  deleteIndexedDbDisk,
+  indexedDbDatabaseName,
+  indexedDbLockName,
+  listIndexedDbDisks,
+  type IndexedDbBackendOptions,
+} from './backends/indexeddb.ts';
 
 // Rate limiting.
 export * from './limiter/index.ts';

@@ -83,7 +83,7 @@ export interface IndexedDbBackendOptions {
 }
 
 /** Chunk size for new disks (see the header and docs/indexeddb.md). */
-export const DEFAULT_CHUNK_BYTES = 256 * 1024;
+export const DEFAULT_INDEXEDDB_CHUNK_BYTES = 256 * 1024;
 const DEFAULT_CACHE_BYTES = 32 * 1024 * 1024;
 /** At most this many bytes of chunks per write-back transaction. */
 const TRANSACTION_BYTES = 8 * 1024 * 1024;
@@ -171,7 +171,7 @@ export class IndexedDbBackend implements BlockBackend {
    */
   static async open(options: IndexedDbBackendOptions): Promise<IndexedDbBackend> {
     const { name, size, readOnly = false } = options;
-    const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    const chunkBytes = options.chunkBytes ?? DEFAULT_INDEXEDDB_CHUNK_BYTES;
     const cacheBytes = options.cacheBytes ?? DEFAULT_CACHE_BYTES;
     if (name === '') throw new RangeError('an IndexedDB disk needs a name');
     if (size !== undefined && !(Number.isSafeInteger(size) && size >= 0)) {

@@ -2,6 +2,7 @@
 // Both hosts use it, so a spec means the same thing on either.
 
 import type { BlockBackend } from '../backends/backend.ts';
+import { IndexedDbBackend } from '../backends/indexeddb.ts';
 import { MemoryBackend } from '../backends/memory.ts';
 import { OpfsBackend } from '../backends/opfs.ts';
 import type { BackendSpec } from './protocol.ts';
@@ -12,6 +13,8 @@ export async function openBackend(spec: BackendSpec): Promise<BlockBackend> {
       return new MemoryBackend(spec.size, { data: spec.data, readOnly: spec.readOnly });
     case 'opfs':
       return OpfsBackend.open(spec);
+    case 'indexeddb':
+      return IndexedDbBackend.open(spec);
     case 'module': {
       const module = (await import(/* @vite-ignore */ new URL(spec.url, globalThis.location?.href).href)) as {
         openBackend?: (options: unknown) => BlockBackend | Promise<BlockBackend>;

@@ -45,6 +45,21 @@ export type BackendSpec =
       lockWaitMs?: number;
     }
   | {
+      /** A disk of chunks in IndexedDB (src/backends/indexeddb.ts). */
+      kind: 'indexeddb';
+      /** Name of the disk. */
+      name: string;
+      /** Create the disk at this size when it does not exist. */
+      size?: number;
+      readOnly?: boolean;
+      /** Chunk size in bytes for a new disk; default 256 KiB (IndexedDbBackendOptions.chunkBytes). */
+      chunkBytes?: number;
+      /** Bytes of dirty chunks before writes wait for write-back; default 32 MiB. */
+      cacheBytes?: number;
+      /** Keep trying this long (ms) while another holder has the disk; default 0. */
+      lockWaitMs?: number;
+    }
+  | {
       /**
        * A backend of your own: the device worker imports the ES module at
        * `url` (absolute, or relative to the page) and awaits its exported
