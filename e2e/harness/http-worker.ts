@@ -1,0 +1,69 @@
+// Harness worker for e2e/http.spec.ts: the backend contract's read-only part
+// against both HTTP forms, and single reads for the fault tests, in a
+// dedicated worker of a cross-origin isolated page. The image server
+// (test/support/http-server.ts) runs in the Playwright process on another
+// port: every request here is cross-origin, as with a CDN, so CORS, CORP and
+// the exposed headers are exercised for real.
+
+import type { BlockBackend } from '../../src/backends/backend.ts';
+import { HttpChunkedBackend } from '../../src/backends/http-chunked.ts';
+import { HttpRangeBackend } from '../../src/backends/http-range.ts';
+import { backendContract, pattern, type BackendFactory } from '../../test/contract/backend-contract.ts';
+import { serve } from './rpc.ts';
+
+export type Form = 'range' | 'chunked' | 'chunked-gzip';
+
+const FAST = { retries: 3, backoffMs: 1, requestTimeoutMs: 10_000 };
+
+let images = 0;
+
+/** PUT the image to the server (the chunked forms are packed there by the real pack core), then open it. */
+async function publishAndOpen(server: string, form: Form, bytes: Uint8Array): Promise<BlockBackend> {
+  const name = `w${Date.now().toString(36)}-${++images}`;
+  const path = form === 'range' ? `/images/${name}` : `/chunked/${name}?chunkSize=65536${form === 'chunked-gzip' ? '&compress=1' : ''}`;
+  const put = await fetch(`${server}${path}`, { method: 'PUT', body: bytes.slice() });
+  if (put.status !== 201) throw new Error(`PUT ${path}: ${put.status}`);
+  const url = await put.text();
+  return form === 'range' ? HttpRangeBackend.open(url, { ...FAST, blockSize: 16 * 1024 }) : HttpChunkedBackend.open(url, FAST);
+}
+
+function factory(server: string, form: Form): BackendFactory {
+  return {
+    writable: false,
+    create: async ({ size, data }) => {
+      const bytes = new Uint8Array(size);
+      if (data) bytes.set(data.subarray(0, size));
+      return publishAndOpen(server, form, bytes);
+    },
+  };
+}
+
+let open: BlockBackend | null = null;
+
+serve({
+  isolated: () => crossOriginIsolated,
+  contractCases: ({ server, form }: { server: string; form: Form }) =>
+    backendContract.map((c) => ({ name: c.name, applies: c.applies(factory(server, form)) })),
+  contractRun: async ({ server, form, name }: { server: string; form: Form; name: string }) => {
+    const c = backendContract.find((x) => x.name === name);
+    if (!c) throw new Error(`no contract case "${name}"`);
+    await c.run(factory(server, form));
+  },
+  /** Open an image the test published. */
+  open: async ({ url, form }: { url: string; form: Form }) => {
+    open?.close();
+    open = form === 'range' ? await HttpRangeBackend.open(url, FAST) : await HttpChunkedBackend.open(url, FAST);
+    return { size: open.size, readOnly: open.readOnly };
+  },
+  /** Index of the first byte at offset that differs from pattern(total, seed)[offset..], or -1. */
+  mismatch: async ({ offset, length, seed, total }: { offset: number; length: number; seed: number; total: number }) => {
+    const dst = new Uint8Array(new SharedArrayBuffer(length));
+    await open!.read(offset, dst);
+    const expected = pattern(total, seed).subarray(offset, offset + length);
+    return dst.findIndex((b, i) => b !== expected[i]);
+  },
+  close: () => {
+    open?.close();
+    open = null;
+  },
+});
