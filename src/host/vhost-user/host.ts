@@ -24,9 +24,10 @@
 
 import { readSync, unlinkSync, writeSync } from 'node:fs';
 import type { VirtioDevice, ActivateContext } from '../../virtio/device.ts';
-import { hasFeature, VirtioFeature } from '../../virtio/device.ts';
+import { hasFeature } from '../../virtio/device.ts';
 import { GuestMemory } from '../../virtio/memory.ts';
-import { checkGeometry, SplitQueue, MAX_QUEUE_SIZE } from '../../virtio/queue.ts';
+import { MAX_QUEUE_SIZE, type SplitQueue } from '../../virtio/queue.ts';
+import { queueProblem, splitQueueFor } from '../../virtio/transport/queues.ts';
 import { loadAddon, type VhostUserAddon, type Watcher } from './addon.ts';
 import {
   BackendRequest,
@@ -675,7 +676,8 @@ export class VhostUserHost {
       return false;
     }
     const geometry = { size: ring.size, descTable: ring.desc, availRing: ring.avail, usedRing: ring.used };
-    const problem = checkGeometry(memory, geometry);
+    // SET_VRING_NUM already held the size to a power of two up to MAX_QUEUE_SIZE.
+    const problem = queueProblem(memory, geometry, MAX_QUEUE_SIZE);
     if (problem) {
       this.#warn(`queue ${index}: ${problem}`);
       this.#signalError(ring);
@@ -684,15 +686,7 @@ export class VhostUserHost {
     // vhost-user passes only the avail index; the used index is what the
     // driver last saw in the used ring.
     const usedIdx = memory.readU16(ring.used + 2);
-    ring.queue = new SplitQueue(
-      memory,
-      geometry,
-      {
-        eventIdx: hasFeature(this.#features, VirtioFeature.RingEventIdx),
-        indirect: hasFeature(this.#features, VirtioFeature.RingIndirectDesc),
-      },
-      { availIdx: ring.base, usedIdx },
-    );
+    ring.queue = splitQueueFor(memory, geometry, this.#features, { availIdx: ring.base, usedIdx });
     this.#queues[index] = ring.queue;
     return true;
   }
