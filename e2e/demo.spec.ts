@@ -1,12 +1,22 @@
-// The lab page driven like a person: it opens with a disk attached, a
-// workload makes the numbers move, verify finds no mismatch, an OPFS disk is
-// exported as a download, and an imported image comes back out unchanged.
+// The lab page driven like a person, checking what the page shows: it opens
+// with a disk attached, a workload makes the numbers and charts move, failed
+// requests show as failures, refused inputs say why and change nothing,
+// every number is cleared when the disk changes, Stop says it stopped, an
+// import asks before it overwrites, and the storage panel reports the quota.
+// Screenshots go to /tmp/lab-*.png for a person to look at.
 
 import { readFile } from 'node:fs/promises';
 import { expect, test } from './fixtures.ts';
 import type { Page } from '@playwright/test';
 
 const MiB = 1024 * 1024;
+const RED = 'rgb(221, 51, 51)';
+
+async function open(page: Page): Promise<void> {
+  await page.setViewportSize({ width: 1000, height: 1100 });
+  await page.goto('/');
+  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+}
 
 async function runWorkload(page: Page, kind: string, seconds: number): Promise<string> {
   const before = await page.evaluate(() => Number(document.body.dataset.runs ?? 0));
@@ -20,42 +30,150 @@ async function runWorkload(page: Page, kind: string, seconds: number): Promise<s
   return (await page.locator('#result').textContent()) ?? '';
 }
 
-test('opens on a working default, runs a workload and shows the numbers moving', async ({ page }) => {
-  await page.goto('/');
-  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
-  await expect(page.locator('#status')).toContainText('attached: memory');
+const number = async (page: Page, selector: string) => Number((await page.locator(selector).textContent())!.replace(/[^\d.]/g, ''));
+
+test('opens on a working default; a run fills tiles and charts sized to the run, with units and p50/p99', async ({ page }) => {
+  await open(page);
+  await expect(page.locator('#status')).toContainText('attached: memory, 64 MiB');
   await expect(page.locator('#status')).toContainText('device on a worker');
 
   await page.fill('#qd', '16');
-  await page.selectOption('#kind', 'randrw');
-  await page.fill('#seconds', '4');
-  await page.click('#run');
-  await expect.poll(async () => Number((await page.locator('#iops').textContent())!.replace(/\D/g, '')), { timeout: 30_000 }).toBeGreaterThan(0);
-  await expect.poll(async () => Number((await page.locator('#completed').textContent())!.replace(/\D/g, ''))).toBeGreaterThan(0);
-  await expect(page.locator('#run')).toBeEnabled({ timeout: 60_000 });
-  await expect(page.locator('#result')).toContainText('I/O errors 0');
+  const result = await runWorkload(page, 'randrw', 3);
+  expect(result).toMatch(/^Ran \d+\.\d s\./);
+  expect(result).not.toContain('FAILED');
+  expect(result).toMatch(/[\d,]+ requests succeeded: [\d,]+ IOPS, [\d.]+ MB\/s; latency p50 [\d.]+ (µs|ms), p99 [\d.]+ (µs|ms)/);
+  expect(await number(page, '#iops')).toBeGreaterThan(0);
+  expect(await number(page, '#completed')).toBeGreaterThan(0);
+  await expect(page.locator('#failed')).toHaveText('0');
+  await expect(page.locator('#latency')).toHaveText(/^[\d.]+ (µs|ms) \/ [\d.]+ (µs|ms)$/);
+  // One chart per quantity, each with its own axis and unit, the x axis the run's length.
+  await expect(page.locator('#chart-iops')).toHaveAttribute('aria-label', /^IOPS against time: x axis time 0 to 3 s, y axis IOPS 0 to \S+; [1-9]\d* samples$/);
+  await expect(page.locator('#chart-mbps')).toHaveAttribute('aria-label', /y axis MB\/s 0 to /);
+  await expect(page.locator('#chart-latency')).toHaveAttribute('aria-label', /y axis latency \(ms\) 0 to /);
+  expect(Number(await page.locator('#chart-iops').getAttribute('data-y-max'))).toBeGreaterThanOrEqual(await number(page, '#iops'));
+  await page.screenshot({ path: '/tmp/lab-run.png', fullPage: true });
 
   const verify = await runWorkload(page, 'verify', 2);
-  expect(verify).toContain('mismatches 0, final read-back mismatches 0');
+  expect(verify).toContain('Verify: mismatches 0, final read-back mismatches 0.');
 
   // An IOPS limit, set while attached, holds the device back (the device counts throttled requests).
   await page.fill('#limit', '500');
   await page.dispatchEvent('#limit', 'change');
   await page.fill('#qd', '4');
   const limited = await runWorkload(page, 'randread', 2);
-  expect(limited).toContain('I/O errors 0');
-  expect(Number(/held back by the rate limit so far: (\d+)/.exec(limited)?.[1])).toBeGreaterThan(0);
+  expect(limited).not.toContain('FAILED');
+  expect(Number(/held back by the rate limit in this run: ([\d,]+)/.exec(limited)?.[1]?.replace(/,/g, ''))).toBeGreaterThan(0);
+  // ~500 IOPS over 2 s, not the unlimited rate.
+  expect(Number(/succeeded: ([\d,]+) IOPS/.exec(limited)?.[1]?.replace(/,/g, ''))).toBeLessThan(800);
 });
 
-test('an OPFS disk is exported as a download of its full size', async ({ page }) => {
-  await page.goto('/');
-  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+test('writes to a read-only disk are shown as failures, in red, with the first one described', async ({ page }) => {
+  await open(page);
+  await page.check('#readonly');
+  await page.click('#attach');
+  await expect(page.locator('#status')).toContainText('attached: memory, 64 MiB, read-only');
+  const result = await runWorkload(page, 'randwrite', 2);
+  const failed = /FAILED: ([\d,]+) of ([\d,]+) requests failed/.exec(result);
+  expect(failed).not.toBeNull();
+  expect(failed![1]).toBe(failed![2]);
+  expect(result).toMatch(/First failure: write of 8 sector\(s\) at sector \d+ answered IOERR\. The disk is read-only/);
+  expect(result).toContain('0 requests succeeded: 0 IOPS, 0.0 MB/s');
+  await expect(page.locator('#result')).toHaveCSS('color', RED);
+  await expect(page.locator('#failed')).toHaveText(failed![1]!);
+  await expect(page.locator('#failed')).toHaveCSS('color', RED);
+  await expect(page.locator('#iops')).toHaveText('0');
+  await page.screenshot({ path: '/tmp/lab-readonly.png', fullPage: true });
+});
+
+test('every input out of range is refused with its reason, nothing clamped, the attached disk kept', async ({ page }) => {
+  await open(page);
+  for (const [size, reason] of [
+    ['0', 'Size: at least 1 MiB'],
+    ['65536', "Size: at most 2,048 MiB: a memory disk lives in the device worker's memory"],
+    ['1.5', 'Size: "1.5" is not a whole number'],
+  ] as const) {
+    await page.fill('#size', size);
+    await page.click('#attach');
+    await expect(page.locator('#size-error')).toHaveText(reason);
+    await expect(page.locator('#size')).toHaveValue(size);
+    await expect(page.locator('#status')).toHaveText('attach refused: correct the field marked in red; the attached disk is unchanged');
+    // The disk that was attached is still there and still runs.
+    await expect(page.locator('body')).toHaveAttribute('data-attached', 'memory');
+  }
+  await page.fill('#size', '64');
+  await expect(page.locator('#size-error')).toHaveText('');
+
+  await page.fill('#qd', '500');
+  await expect(page.locator('#qd-error')).toHaveText('Queue depth: at most 256 (the queue size)');
+  await page.click('#run');
+  await expect(page.locator('#result')).toHaveText('not started: correct the field marked in red');
+  await expect(page.locator('#qd')).toHaveValue('500');
+  await page.selectOption('#block', '262144');
+  await page.fill('#qd', '100');
+  await expect(page.locator('#qd-error')).toHaveText("Queue depth: at most 64 with 256 KiB blocks (the guest's 16 MiB data area)");
+  await page.fill('#qd', '64');
+  await expect(page.locator('#qd-error')).toHaveText('');
+  await page.fill('#seconds', '0');
+  await expect(page.locator('#seconds-error')).toHaveText('Seconds: at least 1 s');
+  await page.fill('#seconds', '2');
+  await page.fill('#limit', '-5');
+  await page.dispatchEvent('#limit', 'change');
+  await expect(page.locator('#limit-error')).toHaveText('IOPS limit: at least 0');
+  await page.screenshot({ path: '/tmp/lab-invalid.png', fullPage: true });
+  await page.fill('#limit', '0');
+  await page.dispatchEvent('#limit', 'change');
+  await expect(page.locator('#limit-error')).toHaveText('');
+  expect(await runWorkload(page, 'seqread', 1)).toMatch(/requests succeeded/);
+});
+
+test('numbers are cleared when the disk changes; Stop says the run stopped', async ({ page }) => {
+  await open(page);
+  await page.fill('#seconds', '60');
+  await page.click('#run');
+  await expect.poll(() => number(page, '#completed'), { timeout: 30_000 }).toBeGreaterThan(0);
+  await page.click('#stop');
+  await expect(page.locator('#result')).toContainText(/^Stopped by Stop after \d+\.\d s\./, { timeout: 30_000 });
+  await expect(page.locator('#chart-iops')).toHaveAttribute('aria-label', /0 to 60 s/);
+
+  await page.click('#detach');
+  await expect(page.locator('#status')).toHaveText('detached: no disk is attached');
+  for (const tile of ['#iops', '#mbps', '#latency', '#completed', '#failed']) await expect(page.locator(tile)).toHaveText('–');
+  await expect(page.locator('#result')).toHaveText('');
+  await expect(page.locator('#chart-iops')).toHaveAttribute('aria-label', / 0 samples$/);
+
+  await page.click('#attach');
+  await expect(page.locator('#status')).toContainText('attached: memory');
+  expect(await runWorkload(page, 'randread', 1)).toContain('held back by the rate limit in this run: 0');
+  // A failed attach leaves nothing from the disk before it.
+  await page.selectOption('#backend', 'opfs');
+  await page.fill('#name', 'held');
+  await page.fill('#size', '4');
+  const other = await page.context().newPage();
+  await other.goto('/');
+  await other.selectOption('#backend', 'opfs');
+  await other.fill('#name', 'held');
+  await other.fill('#size', '4');
+  await other.click('#attach');
+  await expect(other.locator('#status')).toContainText('attached: opfs "held"');
+  await page.click('#attach');
+  await expect(page.locator('#status')).toContainText(/^attach failed: .*in-use.*\. No disk is attached\.$/, { timeout: 30_000 });
+  await expect(page.locator('#status')).toHaveCSS('color', RED);
+  await expect(page.locator('#completed')).toHaveText('–');
+  await expect(page.locator('#run')).toBeDisabled();
+});
+
+test('an OPFS disk is exported as a download of its full size; with no disk, export says so', async ({ page }) => {
+  await open(page);
+  await page.fill('#name', 'nothing-here');
+  await page.click('#export');
+  await expect(page.locator('#image-status')).toHaveText('there is no OPFS disk "nothing-here" to export: attach or import one with that name first');
+
   await page.selectOption('#backend', 'opfs');
   await page.fill('#size', '8');
   await page.fill('#name', 'exported');
   await page.click('#attach');
   await expect(page.locator('#status')).toContainText('attached: opfs "exported", 8 MiB');
-  expect(await runWorkload(page, 'seqwrite', 1)).toContain('I/O errors 0');
+  expect(await runWorkload(page, 'seqwrite', 1)).not.toContain('FAILED');
 
   const download = page.waitForEvent('download');
   await page.click('#export');
@@ -66,9 +184,8 @@ test('an OPFS disk is exported as a download of its full size', async ({ page })
   await expect(page.locator('#status')).toContainText('attached: opfs "exported"');
 });
 
-test('an imported image streams into OPFS and exports unchanged', async ({ page }) => {
-  await page.goto('/');
-  await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
+test('an imported image streams into OPFS, exports unchanged, and a second import asks before replacing it', async ({ page }) => {
+  await open(page);
   await page.fill('#name', 'imported');
   const image = Buffer.alloc(MiB + 100);
   for (let i = 0; i < image.length; i++) image[i] = (i * 7 + (i >> 9)) & 0xff;
@@ -84,4 +201,37 @@ test('an imported image streams into OPFS and exports unchanged', async ({ page 
   expect(bytes.length).toBe(MiB + 512);
   expect(bytes.subarray(0, image.length).equals(image)).toBe(true);
   expect(bytes.subarray(image.length).every((b) => b === 0)).toBe(true);
+
+  // The same name again: the page asks; "Cancel" leaves the disk as it was.
+  const other = Buffer.alloc(2 * MiB, 0x5a);
+  const asked: string[] = [];
+  page.once('dialog', (d) => {
+    asked.push(d.message());
+    void d.dismiss();
+  });
+  await page.setInputFiles('#import', { name: 'other.img', mimeType: 'application/octet-stream', buffer: other });
+  await expect(page.locator('#image-status')).toHaveText('import cancelled: OPFS disk "imported" is unchanged');
+  expect(asked).toEqual(['Replace the OPFS disk "imported" (1 MiB) with other.img (2 MiB)? Its contents will be lost.']);
+  await expect(page.locator('#status')).toContainText('attached: opfs "imported", 1 MiB');
+  // "OK" replaces it.
+  page.once('dialog', (d) => void d.accept());
+  await page.setInputFiles('#import', { name: 'other.img', mimeType: 'application/octet-stream', buffer: other });
+  await expect(page.locator('#image-status')).toContainText('imported other.img as OPFS disk "imported"');
+  await expect(page.locator('#status')).toContainText('attached: opfs "imported", 2 MiB');
+});
+
+test('the storage panel shows quota used and free, and asks for persistent storage', async ({ page }) => {
+  await open(page);
+  const usage = page.locator('#storage-usage');
+  await expect(usage).toHaveText(/^used [\d,.]+ MiB of [\d,.]+ MiB quota; [\d,.]+ MiB free$/);
+  const estimate = await page.evaluate(() => navigator.storage.estimate());
+  const quotaMiB = Number(/of ([\d,.]+) MiB quota/.exec((await usage.textContent())!)![1]!.replace(/,/g, ''));
+  expect(Math.abs(quotaMiB - estimate.quota! / MiB)).toBeLessThan(1);
+  await expect(page.locator('#persist-status')).toHaveText(/^best-effort|^persistent/);
+  await page.click('#persist');
+  const granted = await page.evaluate(() => navigator.storage.persisted());
+  await expect(page.locator('#persist-status')).toHaveText(
+    granted ? /^persistent: the browser will not evict/ : 'the browser declined to make storage persistent; it stays best-effort',
+  );
+  await page.screenshot({ path: '/tmp/lab-storage.png', fullPage: true });
 });

@@ -9,6 +9,7 @@
 import { VirtioBlkDriver, arenaBytes, type MmioAccessor, type Segment } from '../driver/driver.ts';
 import { SECTOR_SIZE } from '../block/constants.ts';
 import type { GuestMemory } from '../virtio/memory.ts';
+import { addHistogram } from './latency.ts';
 import { DiskModel, runWorkload, verifyAgainstModel, type WorkloadOptions, type WorkloadProgress } from './workload.ts';
 
 /** Where guest RAM starts (aarch64 `virt`). */
@@ -17,7 +18,8 @@ export const DEMO_RAM_BASE = 0x4000_0000;
 export const DEMO_RAM_PAGES = 768;
 export const DEMO_RAM_MAX_PAGES = 1024;
 /** The data area holds queue depth × block size. */
-const DATA_BYTES = 16 << 20;
+export const DEMO_DATA_BYTES = 16 << 20;
+const DATA_BYTES = DEMO_DATA_BYTES;
 /** `verify` models at most this much of the disk (the model lives in this thread's memory). */
 const VERIFY_SPAN_BYTES = 64 << 20;
 
@@ -25,8 +27,11 @@ const VERIFY_SPAN_BYTES = 64 << 20;
 const REPORT_MS = 100;
 
 function addProgress(a: WorkloadProgress, b: WorkloadProgress): WorkloadProgress {
+  const latencyBuckets = [...a.latencyBuckets];
+  addHistogram(latencyBuckets, b.latencyBuckets);
   return {
     completed: a.completed + b.completed,
+    failed: a.failed + b.failed,
     reads: a.reads + b.reads,
     writes: a.writes + b.writes,
     flushes: a.flushes + b.flushes,
@@ -36,14 +41,18 @@ function addProgress(a: WorkloadProgress, b: WorkloadProgress): WorkloadProgress
     latencySumMs: a.latencySumMs + b.latencySumMs,
     latencyCount: a.latencyCount + b.latencyCount,
     latencyMaxMs: Math.max(a.latencyMaxMs, b.latencyMaxMs),
+    latencyBuckets,
     mismatches: b.mismatches,
     ioErrors: b.ioErrors,
+    firstFailure: b.firstFailure,
   };
 }
 
 export type DemoRunOptions = Omit<WorkloadOptions, 'onProgress' | 'shouldStop' | 'spanSectors'> & { durationMs: number };
 
 export interface DemoRunResult extends WorkloadProgress {
+  /** Whether Stop ended the run before its time was up. */
+  stopped: boolean;
   /** verify: sectors that differed on the final full read-back (−1: it failed). */
   finalMismatches: number;
   elapsedMs: number;
@@ -116,6 +125,7 @@ export class DemoGuest {
     );
     if (pending) onProgress(pending);
     const finalMismatches = model ? await verifyAgainstModel(this.driver, model, { addr: this.#data.addr, len: 1 << 20 }) : 0;
-    return { ...totals, finalMismatches, elapsedMs: performance.now() - started };
+    const stopped = Atomics.load(this.#stop, 0) !== 0;
+    return { ...totals, stopped, finalMismatches, elapsedMs: performance.now() - started };
   }
 }

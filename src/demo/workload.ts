@@ -13,6 +13,7 @@
 
 import { BlkRequestType, BlkStatus, SECTOR_SIZE } from '../block/constants.ts';
 import type { Segment, VirtioBlkDriver } from '../driver/driver.ts';
+import { latencyBucket, latencyHistogram } from './latency.ts';
 
 export const WorkloadKind = {
   Verify: 'verify',
@@ -46,21 +47,32 @@ export interface WorkloadOptions {
 }
 
 export interface WorkloadProgress {
+  /** Requests answered, whatever their status. */
   completed: number;
+  /** Of those, answered with a status other than OK (they count in no rate). */
+  failed: number;
   reads: number;
   writes: number;
   flushes: number;
   zeroes: number;
   discards: number;
+  /** Bytes moved by reads and writes that succeeded. */
   bytes: number;
   /** Sum and count of completion latencies (ms), since the last report. */
   latencySumMs: number;
   latencyCount: number;
   latencyMaxMs: number;
+  /** Completion latencies since the last report, as a histogram (latency.ts). */
+  latencyBuckets: number[];
   /** Reads whose data did not match the model (verify). */
   mismatches: number;
+  /** Requests answered with a status other than OK, since the start (cumulative, unlike `failed`). */
   ioErrors: number;
+  /** The first failed request, in words (cumulative); null while none failed. */
+  firstFailure: string | null;
 }
+
+const STATUS_NAMES: Record<number, string> = { [BlkStatus.IoErr]: 'IOERR', [BlkStatus.Unsupp]: 'UNSUPP' };
 
 /** The model of the disk `verify` checks against. One per disk, reusable across runs. */
 export class DiskModel {
@@ -144,6 +156,7 @@ export async function runWorkload(
   const progressEvery = options.progressEvery ?? 256;
   const totals: WorkloadProgress = {
     completed: 0,
+    failed: 0,
     reads: 0,
     writes: 0,
     flushes: 0,
@@ -153,10 +166,12 @@ export async function runWorkload(
     latencySumMs: 0,
     latencyCount: 0,
     latencyMaxMs: 0,
+    latencyBuckets: latencyHistogram(),
     mismatches: 0,
     ioErrors: 0,
+    firstFailure: null,
   };
-  const report = { ...totals };
+  const report = { ...totals, latencyBuckets: latencyHistogram() };
   /** Per sector: in-flight readers (>0) or a writer (-1). Only verify needs it. */
   const busy = kind === WorkloadKind.Verify ? new Int16Array(span) : null;
   const freeSlots = Array.from({ length: queueDepth }, (_, i) => queueDepth - 1 - i);
@@ -253,14 +268,26 @@ export async function runWorkload(
     return true;
   };
 
+  const reportNow = (): WorkloadProgress => ({
+    ...report,
+    mismatches: totals.mismatches,
+    ioErrors: totals.ioErrors,
+    firstFailure: totals.firstFailure,
+  });
+
   const complete = (id: number, status: number): void => {
     const req = inFlight.get(id);
     if (!req) throw new Error(`completion for unknown request ${id}`);
     inFlight.delete(id);
     const latency = performance.now() - req.startMs;
     const bytes = req.sectors * SECTOR_SIZE;
-    if (status !== BlkStatus.Ok) totals.ioErrors++;
-    else if (req.op === 'read' && model) {
+    const ok = status === BlkStatus.Ok;
+    if (!ok) {
+      totals.ioErrors++;
+      totals.firstFailure ??=
+        `${req.op}${req.op === 'flush' ? '' : ` of ${req.sectors} sector(s) at sector ${req.sector}`} answered ` +
+        `${STATUS_NAMES[status] ?? `status ${status}`}`;
+    } else if (req.op === 'read' && model) {
       const got = scratch.subarray(0, bytes);
       memory.read(buffers[req.slot]!.addr, got);
       const base = req.sector * SECTOR_SIZE;
@@ -280,16 +307,18 @@ export async function runWorkload(
     for (const t of [totals, report]) {
       t[counter === 'zeroes' ? 'zeroes' : counter === 'discard' ? 'discards' : counter]++;
       t.completed++;
-      if (req.op === 'read' || req.op === 'write') t.bytes += bytes;
+      if (!ok) t.failed++;
+      else if (req.op === 'read' || req.op === 'write') t.bytes += bytes;
       t.latencySumMs += latency;
       t.latencyCount++;
       t.latencyMaxMs = Math.max(t.latencyMaxMs, latency);
+      t.latencyBuckets[latencyBucket(latency)]!++;
     }
     freeSlots.push(req.slot);
     if (options.onProgress && report.completed >= progressEvery) {
-      options.onProgress({ ...report, mismatches: totals.mismatches, ioErrors: totals.ioErrors });
-      Object.assign(report, { completed: 0, reads: 0, writes: 0, flushes: 0, zeroes: 0, discards: 0, bytes: 0 });
-      Object.assign(report, { latencySumMs: 0, latencyCount: 0, latencyMaxMs: 0 });
+      options.onProgress(reportNow());
+      Object.assign(report, { completed: 0, failed: 0, reads: 0, writes: 0, flushes: 0, zeroes: 0, discards: 0, bytes: 0 });
+      Object.assign(report, { latencySumMs: 0, latencyCount: 0, latencyMaxMs: 0, latencyBuckets: latencyHistogram() });
     }
   };
 
@@ -302,7 +331,7 @@ export async function runWorkload(
     if (inFlight.size === 0) continue; // every pick conflicted: nothing in flight, so the next one cannot
     for (const c of await driver.wait()) complete(c.id, c.status);
   }
-  if (options.onProgress && report.completed > 0) options.onProgress({ ...report, mismatches: totals.mismatches, ioErrors: totals.ioErrors });
+  if (options.onProgress && report.completed > 0) options.onProgress(reportNow());
   return totals;
 }
 
