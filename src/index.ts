@@ -68,6 +68,31 @@ export {
   type OpfsBackendOptions,
 } from './backends/opfs.ts';
 export {
+  HttpChunkedBackend,
+  HttpError,
+  HttpErrorReason,
+  HttpImageBackend,
+  HttpRangeBackend,
+  type BlockCacheOptions,
+  type HttpChunkedOptions,
+  type HttpRangeOptions,
+  type HttpStats,
+  type ImageIdentity,
+  type RetryOptions,
+} from './backends/http.ts';
+export {
+  CHUNK_DIR,
+  Compression,
+  MANIFEST_FILE,
+  MANIFEST_FORMAT,
+  MANIFEST_VERSION,
+  ManifestError,
+  chunkPath,
+  parseManifest,
+  type ChunkedManifest,
+} from './pack/manifest.ts';
+export { DEFAULT_CHUNK_SIZE, packStream, type ChunkStore, type PackOptions, type PackProgress } from './pack/pack.ts';
+export {
   DEFAULT_INDEXEDDB_CHUNK_BYTES,
   IndexedDbBackend,
   deleteIndexedDbDisk,

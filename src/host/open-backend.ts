@@ -2,6 +2,8 @@
 // Both hosts use it, so a spec means the same thing on either.
 
 import type { BlockBackend } from '../backends/backend.ts';
+import { HttpChunkedBackend } from '../backends/http-chunked.ts';
+import { HttpRangeBackend } from '../backends/http-range.ts';
 import { IndexedDbBackend } from '../backends/indexeddb.ts';
 import { MemoryBackend } from '../backends/memory.ts';
 import { OpfsBackend } from '../backends/opfs.ts';
@@ -15,6 +17,10 @@ export async function openBackend(spec: BackendSpec): Promise<BlockBackend> {
       return OpfsBackend.open(spec);
     case 'indexeddb':
       return IndexedDbBackend.open(spec);
+    case 'http-range':
+      return HttpRangeBackend.open(spec.url, spec.options);
+    case 'http-chunked':
+      return HttpChunkedBackend.open(spec.url, spec.options);
     case 'module': {
       const module = (await import(/* @vite-ignore */ new URL(spec.url, globalThis.location?.href).href)) as {
         openBackend?: (options: unknown) => BlockBackend | Promise<BlockBackend>;

@@ -17,6 +17,8 @@
 // ahead of what it handled and yields to its event loop to take the message.
 
 import { StorageError, type StorageErrorCode } from '../backends/backend.ts';
+import type { HttpChunkedOptions } from '../backends/http-chunked.ts';
+import type { HttpRangeOptions } from '../backends/http-range.ts';
 import type { CacheMode } from '../block/device.ts';
 import type { RateLimiterConfig } from '../limiter/index.ts';
 import type { GuestRegionSpec } from '../virtio/memory.ts';
@@ -58,6 +60,24 @@ export type BackendSpec =
       cacheBytes?: number;
       /** Keep trying this long (ms) while another holder has the disk; default 0. */
       lockWaitMs?: number;
+    }
+  | {
+      /** A read-only image on any HTTP server that honours Range (src/backends/http-range.ts). */
+      kind: 'http-range';
+      /** HTTP images are always read-only (accepted for symmetry with the other kinds). */
+      readOnly?: true;
+      /** The image's URL (absolute, or relative to the page). */
+      url: string;
+      options?: HttpRangeOptions;
+    }
+  | {
+      /** A read-only image packed by `virtio-blk-web pack`, on any static host (src/backends/http-chunked.ts). */
+      kind: 'http-chunked';
+      /** HTTP images are always read-only (accepted for symmetry with the other kinds). */
+      readOnly?: true;
+      /** The URL of its manifest.json. */
+      url: string;
+      options?: HttpChunkedOptions;
     }
   | {
       /**
