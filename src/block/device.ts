@@ -107,27 +107,30 @@ export interface BlockDeviceOptions {
   onStorageError?: (error: StorageError) => void;
 }
 
-/** Counters since the device was created. */
-export interface BlockDeviceStats {
-  reads: number;
-  writes: number;
-  flushes: number;
-  discards: number;
-  writeZeroes: number;
-  getIds: number;
-  bytesRead: number;
-  bytesWritten: number;
-  /** Requests answered IOERR. */
-  ioErrors: number;
+/** The device's counters, in the order hosts lay them out (src/host/stats.ts derives its list from this one). */
+export const BLOCK_STAT_NAMES = [
+  'reads',
+  'writes',
+  'flushes',
+  'discards',
+  'writeZeroes',
+  'getIds',
+  'bytesRead',
+  'bytesWritten',
+  /** Requests answered IOERR (storage failures, out-of-range sectors, writes to read-only). */
+  'ioErrors',
   /** Requests answered UNSUPP. */
-  unsupported: number;
+  'unsupported',
   /** Chains completed with used.len 0 (no status could be written). */
-  malformed: number;
+  'malformed',
   /** Times a chain was put back because the rate limiter refused it. */
-  throttled: number;
+  'throttled',
   /** Requests completed (any status). */
-  completed: number;
-}
+  'completed',
+] as const;
+
+/** Counters since the device was created (see BLOCK_STAT_NAMES). */
+export type BlockDeviceStats = Record<(typeof BLOCK_STAT_NAMES)[number], number>;
 
 /** What happened to a popped chain. */
 const Outcome = {
@@ -187,21 +190,7 @@ export class VirtioBlkDevice implements VirtioDevice {
   readonly queueCount = 1;
   readonly queueMaxSize: number;
   readonly config = new Uint8Array(BlkConfig.Size);
-  readonly stats: BlockDeviceStats = {
-    reads: 0,
-    writes: 0,
-    flushes: 0,
-    discards: 0,
-    writeZeroes: 0,
-    getIds: 0,
-    bytesRead: 0,
-    bytesWritten: 0,
-    ioErrors: 0,
-    unsupported: 0,
-    malformed: 0,
-    throttled: 0,
-    completed: 0,
-  };
+  readonly stats = Object.fromEntries(BLOCK_STAT_NAMES.map((name) => [name, 0])) as BlockDeviceStats;
   onConfigChange: (() => void) | null = null;
 
   readonly #backend: BlockBackend;

@@ -26,7 +26,8 @@ import { MmioDevice, MmioWord, type MmioState } from '../virtio/mmio.ts';
 import { HaltPoller } from './halt-poll.ts';
 import { openBackend } from './open-backend.ts';
 import { waitAsync } from './wait-async.ts';
-import { ControlWord, StatSlot, toWireError, type HostMessage, type HostRequest } from './protocol.ts';
+import { emptyStats, gatherStats, writeStats, type DiskStats } from './stats.ts';
+import { ControlWord, toWireError, type HostMessage, type HostRequest } from './protocol.ts';
 
 type StartRequest = Extract<HostRequest, { type: 'start' }>;
 
@@ -90,7 +91,8 @@ class Session {
   #handled = 0;
   #messageArrived: (() => void) | null = null;
   #closed = false;
-  #wakeups = 0;
+  /** Reused for every statistics publish. */
+  readonly #statsScratch: DiskStats = emptyStats();
   /** Polls the doorbell a while before sleeping (adaptive, up to spinMicros). */
   readonly #poller: HaltPoller;
 
@@ -146,7 +148,6 @@ class Session {
       } else {
         this.#poller.wait(state, MmioWord.Doorbell, bell, timeout);
       }
-      this.#wakeups++;
     }
   }
 
@@ -198,24 +199,7 @@ class Session {
   }
 
   #publishStats(): void {
-    const s = this.#stats;
-    const d = this.#device.stats;
-    const t = this.#transport.stats;
-    s[StatSlot.Reads] = d.reads;
-    s[StatSlot.Writes] = d.writes;
-    s[StatSlot.Flushes] = d.flushes;
-    s[StatSlot.Discards] = d.discards;
-    s[StatSlot.WriteZeroes] = d.writeZeroes;
-    s[StatSlot.BytesRead] = d.bytesRead;
-    s[StatSlot.BytesWritten] = d.bytesWritten;
-    s[StatSlot.IoErrors] = d.ioErrors;
-    s[StatSlot.Completed] = d.completed;
-    s[StatSlot.InFlight] = this.#device.inFlight;
-    s[StatSlot.Notifications] = t.notifications;
-    s[StatSlot.Interrupts] = t.interrupts;
-    s[StatSlot.CapacitySectors] = this.#device.capacitySectors;
-    s[StatSlot.Wakeups] = this.#wakeups;
-    s[StatSlot.Throttled] = d.throttled;
+    writeStats(this.#stats, gatherStats(this.#statsScratch, this.#device, this.#transport));
   }
 }
 

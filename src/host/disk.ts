@@ -21,6 +21,9 @@ import type { BackendSpec, DeviceSpec } from './protocol.ts';
 import { createSameThreadDisk } from './same-thread.ts';
 import { waitAsync } from './wait-async.ts';
 import { createWorkerDisk } from './worker-host.ts';
+import { emptyStats, gatherStats, type DiskStats } from './stats.ts';
+
+export type { DiskStats } from './stats.ts';
 
 export const DiskHost = {
   Worker: 'worker',
@@ -55,24 +58,6 @@ export interface CreateDiskOptions {
 }
 
 /** Live counters (read them any time; the worker host updates them after each batch). */
-export interface DiskStats {
-  reads: number;
-  writes: number;
-  flushes: number;
-  discards: number;
-  writeZeroes: number;
-  bytesRead: number;
-  bytesWritten: number;
-  /** Requests answered IOERR (storage failures, out-of-range sectors, writes to read-only). */
-  ioErrors: number;
-  completed: number;
-  inFlight: number;
-  notifications: number;
-  interrupts: number;
-  capacitySectors: number;
-  /** Times a request was held back by the rate limit. */
-  throttled: number;
-}
 
 /** The IRQ line: `Atomics.load(array, index)` is non-zero while asserted (it is InterruptStatus). */
 export interface InterruptLine {
@@ -165,24 +150,7 @@ function sameThreadDisk(memory: GuestRegionSpec[], backend: BlockBackend, spec: 
     onStorageError: null,
     onNeedsReset: null,
     get stats(): DiskStats {
-      const d = inner.device.stats;
-      const t = inner.transport.stats;
-      return {
-        reads: d.reads,
-        writes: d.writes,
-        flushes: d.flushes,
-        discards: d.discards,
-        writeZeroes: d.writeZeroes,
-        bytesRead: d.bytesRead,
-        bytesWritten: d.bytesWritten,
-        ioErrors: d.ioErrors,
-        completed: d.completed,
-        inFlight: inner.device.inFlight,
-        notifications: t.notifications,
-        interrupts: t.interrupts,
-        capacitySectors: inner.device.capacitySectors,
-        throttled: d.throttled,
-      };
+      return gatherStats(emptyStats(), inner.device, inner.transport);
     },
     async setRateLimit(config) {
       limits.set(config);

@@ -119,7 +119,7 @@ export type HostRequest =
       state: MmioState;
       /** Control word: see `ControlWord`. */
       control: Int32Array;
-      /** Statistics, laid out as `StatSlot`. */
+      /** Statistics: slot i holds DISK_STAT_NAMES[i] (stats.ts). */
       stats: Float64Array;
       backend: BackendSpec;
       device: DeviceSpec;
@@ -155,28 +155,6 @@ export const ControlWord = {
   Posted: 0,
   /** Length of the control array. */
   Length: 2,
-} as const;
-
-/** Slots of the statistics Float64Array. */
-export const StatSlot = {
-  Reads: 0,
-  Writes: 1,
-  Flushes: 2,
-  Discards: 3,
-  WriteZeroes: 4,
-  BytesRead: 5,
-  BytesWritten: 6,
-  IoErrors: 7,
-  Completed: 8,
-  InFlight: 9,
-  Notifications: 10,
-  Interrupts: 11,
-  CapacitySectors: 12,
-  /** Doorbell wake-ups the worker has served. */
-  Wakeups: 13,
-  /** Times a request was put back because the rate limiter refused it. */
-  Throttled: 14,
-  Length: 15,
 } as const;
 
 export function toWireError(err: unknown): WireError {

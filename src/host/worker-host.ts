@@ -10,11 +10,11 @@
 
 import type { StorageError } from '../backends/backend.ts';
 import { MmioRegisters, MmioWord, createMmioState } from '../virtio/mmio.ts';
-import type { CreateDiskOptions, Disk, DiskStats } from './disk.ts';
+import type { CreateDiskOptions, Disk } from './disk.ts';
+import { STAT_SLOTS, readStats, type DiskStats } from './stats.ts';
 import { DEVICE_POLL_MICROS } from './halt-poll.ts';
 import {
   ControlWord,
-  StatSlot,
   fromWireError,
   type BackendSpec,
   type HostMessage,
@@ -42,7 +42,7 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
     new Worker(new URL('./device-worker.ts', import.meta.url), { type: 'module', name: 'virtio-blk device' });
   const state = createMmioState(true);
   const control = new Int32Array(new SharedArrayBuffer(ControlWord.Length * 4));
-  const statsArray = new Float64Array(new SharedArrayBuffer(StatSlot.Length * 8));
+  const statsArray = new Float64Array(new SharedArrayBuffer(STAT_SLOTS * 8));
   const mmio = new MmioRegisters(state);
   const pending = new Map<number, Pending>();
   let nextId = 1;
@@ -137,23 +137,7 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
     onStorageError: null,
     onNeedsReset: null,
     get stats(): DiskStats {
-      const s = statsArray;
-      return {
-        reads: s[StatSlot.Reads]!,
-        writes: s[StatSlot.Writes]!,
-        flushes: s[StatSlot.Flushes]!,
-        discards: s[StatSlot.Discards]!,
-        writeZeroes: s[StatSlot.WriteZeroes]!,
-        bytesRead: s[StatSlot.BytesRead]!,
-        bytesWritten: s[StatSlot.BytesWritten]!,
-        ioErrors: s[StatSlot.IoErrors]!,
-        completed: s[StatSlot.Completed]!,
-        inFlight: s[StatSlot.InFlight]!,
-        notifications: s[StatSlot.Notifications]!,
-        interrupts: s[StatSlot.Interrupts]!,
-        capacitySectors: s[StatSlot.CapacitySectors]!,
-        throttled: s[StatSlot.Throttled]!,
-      };
+      return readStats(statsArray);
     },
     async resize(sizeBytes) {
       await call({ type: 'resize', sizeBytes });
