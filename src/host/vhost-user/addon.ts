@@ -124,8 +124,8 @@ function runNodeGyp(quiet: boolean): void {
     gyp = require.resolve('node-gyp/bin/node-gyp.js');
   } catch (cause) {
     throw new AddonUnavailableError(
-      'node-gyp is needed to build the vhost-user addon: `npm install` in this repository ' +
-        '(a devDependency), or `npm install node-gyp` where the package is used',
+      'node-gyp is needed to build the vhost-user addon: it is an optional dependency of ' +
+        'virtio-blk-web; install it with `npm install node-gyp` where the package is used',
       { cause },
     );
   }
