@@ -106,6 +106,18 @@ test('the write-back cache is bounded: writes beyond it wait for write-back, and
   expect(await harness.call('mismatch', { name: 'bounded', offset: 5 * CHUNK + 4096, length: 512, seed: 200 })).toBe(-1);
 });
 
+test('a read larger than the cache reads every chunk (none evicted before it is copied)', async ({ page }) => {
+  const harness = await openHarness(page, 'idb');
+  await harness.call('open', { name: 'wide', size: 8 * MiB, cacheBytes: 4 * CHUNK });
+  await harness.call('write', { name: 'wide', offset: 512, length: 16 * CHUNK, seed: 300 });
+  await harness.call('flush', { name: 'wide' });
+  await harness.call('close', { name: 'wide' });
+  await harness.call('open', { name: 'wide', cacheBytes: 4 * CHUNK });
+  expect(await harness.call('mismatch', { name: 'wide', offset: 512, length: 16 * CHUNK, seed: 300 })).toBe(-1);
+  // And again, now that some chunks are cached and others are not.
+  expect(await harness.call('mismatch', { name: 'wide', offset: 512, length: 16 * CHUNK, seed: 300 })).toBe(-1);
+});
+
 test('a second tab gets the typed in-use error; read-only opens share a disk and keep writers out', async ({ page, profile }) => {
   const first = await openHarness(page, 'idb');
   await first.call('open', { name: 'shared', size: 1 * MiB });

@@ -345,7 +345,11 @@ export class IndexedDbBackend implements BlockBackend {
    * calls, so write-back still overlaps with the guest's next requests.
    */
   #serial<T>(body: () => Promise<T>): Promise<T> {
-    const run = this.#tail.then(body);
+    // Eviction happens here, between calls, and nowhere else: a call relies
+    // on the chunks it loaded staying cached until it is done with them (a
+    // read larger than the cache, or a completion callback evicting between
+    // a load and the copy, would otherwise see zeroes).
+    const run = this.#tail.then(body).finally(() => this.#evictClean());
     this.#tail = run.catch(() => undefined);
     return run;
   }
@@ -420,7 +424,6 @@ export class IndexedDbBackend implements BlockBackend {
             chunk.savedVersion = version;
           }
         });
-        this.#evictClean();
       },
       (err: unknown) => {
         // Not durable: send these chunks again with the next write-back.
@@ -469,7 +472,6 @@ export class IndexedDbBackend implements BlockBackend {
       }
       this.#chunks.set(index, { data: value ? new Uint8Array(value) : null, version: 0, pendingVersion: 0, savedVersion: 0 });
     });
-    this.#evictClean();
   }
 
   /** Drop the least recently used clean chunks while the cache holds more than its share of them. */

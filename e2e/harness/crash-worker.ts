@@ -1,0 +1,133 @@
+// Harness worker for the crash trials (e2e/harness/crash-runner.ts): runs a
+// workload or a series of disk creations on an OPFS or IndexedDB disk and
+// reports each step to the page (which hands it to the runner), so that the
+// runner can kill the browser at a moment it picked; after the relaunch it
+// checks what the disk holds. Reports are posted as {report} messages beside
+// the rpc replies.
+
+import type { BlockBackend } from '../../src/backends/backend.ts';
+import { IndexedDbBackend, deleteIndexedDbDisk } from '../../src/backends/indexeddb.ts';
+import { OpfsBackend, deleteOpfsDisk } from '../../src/backends/opfs.ts';
+import { SECTOR, checkDisk, createdDiskBytes, workloadOps, writeBytes, type WorkloadShape } from './crash-model.ts';
+import { serve } from './rpc.ts';
+
+export type CrashBackend = 'opfs' | 'indexeddb';
+const DIRECTORY = 'crash';
+
+/** What the worker tells the runner as it goes. */
+export type CrashReport = { op: number; flush: boolean } | { creating: number } | { created: number };
+
+function report(r: CrashReport): void {
+  (globalThis as unknown as DedicatedWorkerGlobalScope).postMessage({ report: r });
+}
+
+async function openDisk(backend: CrashBackend, name: string, size?: number): Promise<BlockBackend> {
+  // A small write-back cache, so that back-pressure write-back happens in the trials too.
+  if (backend === 'indexeddb') return IndexedDbBackend.open({ name, size, cacheBytes: 1024 * 1024, lockWaitMs: 10_000 });
+  return OpfsBackend.open({ name, directory: DIRECTORY, size, lockWaitMs: 10_000 });
+}
+
+async function deleteDisk(backend: CrashBackend, name: string): Promise<void> {
+  try {
+    if (backend === 'indexeddb') await deleteIndexedDbDisk(name);
+    else await deleteOpfsDisk(name, DIRECTORY);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'not-found') throw err;
+  }
+}
+
+function failure(err: unknown): string {
+  const e = err as { name?: string; code?: string; message?: string };
+  return `${e.name ?? 'Error'}${e.code ? ` [${e.code}]` : ''}: ${e.message ?? String(err)}`;
+}
+
+serve({
+  /** Run the workload to its end (the runner usually kills the browser first). */
+  workload: async ({ backend, name, shape }: { backend: CrashBackend; name: string; shape: WorkloadShape }) => {
+    const disk = await openDisk(backend, name, shape.sectors * SECTOR);
+    const ops = workloadOps(shape);
+    for (const [i, op] of ops.entries()) {
+      if (op.kind === 'write') await disk.write(op.sector * SECTOR, writeBytes(shape.seed, i, op.sector, op.count));
+      else if (op.kind === 'zeroes') await disk.writeZeroes(op.sector * SECTOR, op.count * SECTOR, (i & 1) === 0);
+      else await disk.flush();
+      report({ op: i, flush: op.kind === 'flush' });
+    }
+    await disk.close();
+    return ops.length;
+  },
+  /** After the crash: check every sector against the model. */
+  checkWorkload: async ({ backend, name, shape, lastFlush }: { backend: CrashBackend; name: string; shape: WorkloadShape; lastFlush: number }) => {
+    let disk: BlockBackend;
+    try {
+      disk = await openDisk(backend, name);
+    } catch (err) {
+      // The disk was created before the workload's first op; it must exist.
+      return { sectors: shape.sectors, lost: shape.sectors, torn: 0, examples: [`open failed: ${failure(err)}`] };
+    }
+    try {
+      if (disk.size !== shape.sectors * SECTOR) {
+        return { sectors: shape.sectors, lost: shape.sectors, torn: 0, examples: [`size ${disk.size}, expected ${shape.sectors * SECTOR}`] };
+      }
+      const all = new Uint8Array(disk.size);
+      await disk.read(0, all);
+      return checkDisk(shape, lastFlush, (s) => all.subarray(s * SECTOR, (s + 1) * SECTOR));
+    } finally {
+      await disk.close();
+      await deleteDisk(backend, name);
+    }
+  },
+  /** Create disks prefix-0, prefix-1, … one after another, each with a flushed marker in its last sector. */
+  create: async ({ backend, prefix, seed, count }: { backend: CrashBackend; prefix: string; seed: number; count: number }) => {
+    for (let i = 0; i < count; i++) {
+      report({ creating: i });
+      const size = createdDiskBytes(seed, i);
+      const disk = await openDisk(backend, `${prefix}-${i}`, size);
+      await disk.write(size - SECTOR, writeBytes(seed, i, size / SECTOR - 1, 1));
+      await disk.flush();
+      await disk.close();
+      report({ created: i });
+    }
+  },
+  /**
+   * After the crash: disks up to `upTo` either do not exist or have their
+   * full size (never 0, never another size); the ones known created keep
+   * their marker; creating any of them again gives the full size.
+   */
+  checkCreate: async ({ backend, prefix, seed, upTo, created }: { backend: CrashBackend; prefix: string; seed: number; upTo: number; created: number }) => {
+    const problems: string[] = [];
+    for (let i = 0; i <= upTo; i++) {
+      const name = `${prefix}-${i}`;
+      const size = createdDiskBytes(seed, i);
+      const marker = writeBytes(seed, i, size / SECTOR - 1, 1);
+      try {
+        const disk = await openDisk(backend, name);
+        try {
+          if (disk.size !== size) problems.push(`${name}: opens with ${disk.size} bytes, expected ${size}`);
+          else {
+            const last = new Uint8Array(SECTOR);
+            await disk.read(size - SECTOR, last);
+            const intact = last.every((b, j) => b === marker[j]);
+            const zero = last.every((b) => b === 0);
+            if (i <= created && !intact) problems.push(`${name}: flushed marker lost`);
+            else if (!intact && !zero) problems.push(`${name}: marker torn`);
+          }
+        } finally {
+          await disk.close();
+        }
+      } catch (err) {
+        if ((err as { code?: string }).code !== 'not-found') problems.push(`${name}: ${failure(err)}`);
+        else if (i <= created) problems.push(`${name}: created and flushed, then not found`);
+      }
+      // Creating it (again) must always give a disk of the full size.
+      try {
+        const again = await openDisk(backend, name, size);
+        if (again.size !== size) problems.push(`${name}: created again with ${again.size} bytes, expected ${size}`);
+        await again.close();
+      } catch (err) {
+        problems.push(`${name}: cannot create again: ${failure(err)}`);
+      }
+      await deleteDisk(backend, name);
+    }
+    return problems;
+  },
+});

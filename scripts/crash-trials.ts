@@ -1,0 +1,55 @@
+// npm run crash-trials -- --runs N [--backend opfs|indexeddb|all] [--mode workload|create|all] [--seed S] [--port P]
+//
+// Many crash trials (e2e/harness/crash-runner.ts): for each backend and mode,
+// N trials of "SIGKILL the browser at a random moment, relaunch, check every
+// sector against the model of what was flushed". Serves the harness with its
+// own Vite server on --port (default $E2E_PORT or 5321) unless one already
+// answers there. Prints one line per trial and a summary per backend and mode;
+// exits 1 when any sector was lost or torn or any trial failed.
+
+import { createServer } from 'vite';
+import { runCrashTrials, type CrashMode } from '../e2e/harness/crash-runner.ts';
+import type { CrashBackend } from '../e2e/harness/crash-worker.ts';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+const runs = Number(arg('runs', '20'));
+const seed = Number(arg('seed', String(Date.now() % 100000)));
+const port = Number(arg('port', process.env.E2E_PORT ?? '5321'));
+const backends: CrashBackend[] = arg('backend', 'all') === 'all' ? ['opfs', 'indexeddb'] : [arg('backend', '') as CrashBackend];
+const modes: CrashMode[] = arg('mode', 'all') === 'all' ? ['workload', 'create'] : [arg('mode', '') as CrashMode];
+const quiet = process.argv.includes('--quiet');
+if (!(Number.isInteger(runs) && runs > 0)) throw new Error(`--runs ${runs} is not a positive whole number`);
+
+const baseURL = `http://127.0.0.1:${port}`;
+const running = await fetch(baseURL).then(
+  () => true,
+  () => false,
+);
+const server = running ? null : await createServer({ server: { port, strictPort: true, hmr: false, watch: null } });
+await server?.listen();
+
+console.log(`crash trials: ${runs} per backend and mode, seed ${seed}, ${baseURL}`);
+let failed = false;
+try {
+  for (const backend of backends) {
+    for (const mode of modes) {
+      const summary = await runCrashTrials({ backend, mode, runs, seed, baseURL, onTrial: quiet ? undefined : (line) => console.log(line) });
+      failed ||= summary.problems.length > 0;
+      for (const p of summary.problems) console.log(`PROBLEM ${backend} ${mode}: ${p}`);
+      console.log(
+        `SUMMARY ${backend} ${mode}: ${summary.trials} trials, ` +
+          (mode === 'workload'
+            ? `${summary.flushesBeforeKill} completed FLUSHes before the kills, ${summary.sectorsChecked} sectors checked, ${summary.lostSectors} lost, ${summary.tornSectors} torn`
+            : `${summary.creationsBeforeKill} creations completed before the kills`) +
+          `, ${summary.problems.length} problems`,
+      );
+    }
+  }
+} finally {
+  await server?.close();
+}
+process.exit(failed ? 1 : 0);
