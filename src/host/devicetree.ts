@@ -9,6 +9,7 @@
 // bytes)`). Addresses use the `virt` root's 2 address cells and 2 size cells.
 
 import { MMIO_WINDOW_SIZE } from '../virtio/mmio.ts';
+import { highU32 as hi32, lowU32 as lo32 } from '../virtio/u64.ts';
 
 /** GIC interrupt flags (include/dt-bindings/interrupt-controller/irq.h). */
 export const IrqTrigger = {
@@ -46,14 +47,6 @@ function cells(...values: number[]): Uint8Array {
   const view = new DataView(out.buffer);
   values.forEach((v, i) => view.setUint32(i * 4, v >>> 0));
   return out;
-}
-
-function hi32(n: number): number {
-  return Math.floor(n / 0x1_0000_0000);
-}
-
-function lo32(n: number): number {
-  return n % 0x1_0000_0000;
 }
 
 function hex(n: number): string {

@@ -30,10 +30,10 @@ import {
   queueViews,
   resetRegisters,
   ringDoorbell,
-  u64,
   type TransportState,
 } from './layout.ts';
 import { queueProblem, splitQueueFor } from './queues.ts';
+import { joinU64 } from '../u64.ts';
 
 /** Counters the device side exposes. */
 export interface TransportStats {
@@ -271,9 +271,9 @@ export class TransportDevice {
       const ready = Atomics.load(v, Q.Ready);
       const geometry: QueueGeometry = {
         size: Atomics.load(v, Q.SnapNum) >>> 0,
-        descTable: u64(Atomics.load(v, Q.SnapDescLo), Atomics.load(v, Q.SnapDescHi)),
-        availRing: u64(Atomics.load(v, Q.SnapDriverLo), Atomics.load(v, Q.SnapDriverHi)),
-        usedRing: u64(Atomics.load(v, Q.SnapDeviceLo), Atomics.load(v, Q.SnapDeviceHi)),
+        descTable: joinU64(Atomics.load(v, Q.SnapDescLo), Atomics.load(v, Q.SnapDescHi)),
+        availRing: joinU64(Atomics.load(v, Q.SnapDriverLo), Atomics.load(v, Q.SnapDriverHi)),
+        usedRing: joinU64(Atomics.load(v, Q.SnapDeviceLo), Atomics.load(v, Q.SnapDeviceHi)),
       };
       if (Atomics.load(v, Q.Epoch) !== epoch) continue;
       return ready === 1 ? { kind: 'ready', epoch, geometry } : { kind: 'stopped', epoch };

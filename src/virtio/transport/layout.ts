@@ -249,11 +249,6 @@ export function resetRegisters(state: TransportState, queues: readonly Int32Arra
   Atomics.store(state, W.Status, 0);
 }
 
-/** A 64-bit value from two 32-bit words. */
-export function u64(lo: number, hi: number): number {
-  return (lo >>> 0) + (hi >>> 0) * 0x1_0000_0000;
-}
-
 /** A 64-bit feature mask from two 32-bit words. */
 export function features64(lo: number, hi: number): bigint {
   return BigInt(lo >>> 0) | (BigInt(hi >>> 0) << 32n);
