@@ -17,8 +17,26 @@ const DIRECTORY = 'crash';
 /** What the worker tells the runner as it goes. */
 export type CrashReport = { op: number; flush: boolean } | { creating: number } | { created: number };
 
-function report(r: CrashReport): void {
+/** Reports sent, and how many the runner has received (a shared counter from the page). */
+let sent = 0;
+let received: Int32Array | null = null;
+/** `Atomics.waitAsync` (ES2024, in Chromium); absent from this project's TypeScript lib. */
+interface AtomicsWithWaitAsync {
+  waitAsync(array: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
+}
+/** How many reports may be on their way to the runner before the worker waits. */
+const AHEAD = 3;
+
+async function report(r: CrashReport): Promise<void> {
   (globalThis as unknown as DedicatedWorkerGlobalScope).postMessage({ report: r });
+  sent++;
+  // Without this the worker outruns the reports' way to the runner (page,
+  // CDP, Node), and on a busy machine the runner would often kill a browser
+  // whose workload had already ended.
+  while (received && sent - Atomics.load(received, 0) > AHEAD) {
+    const wait = (Atomics as unknown as AtomicsWithWaitAsync).waitAsync(received, 0, Atomics.load(received, 0));
+    if (wait.async) await wait.value;
+  }
 }
 
 async function openDisk(backend: CrashBackend, name: string, size?: number): Promise<BlockBackend> {
@@ -42,6 +60,7 @@ function failure(err: unknown): string {
 }
 
 serve({
+  setReceivedCounter: ({ counter }: { counter: SharedArrayBuffer }) => void (received = new Int32Array(counter)),
   /** Run the workload to its end (the runner usually kills the browser first). */
   workload: async ({ backend, name, shape }: { backend: CrashBackend; name: string; shape: WorkloadShape }) => {
     const disk = await openDisk(backend, name, shape.sectors * SECTOR);
@@ -50,7 +69,7 @@ serve({
       if (op.kind === 'write') await disk.write(op.sector * SECTOR, writeBytes(shape.seed, i, op.sector, op.count));
       else if (op.kind === 'zeroes') await disk.writeZeroes(op.sector * SECTOR, op.count * SECTOR, (i & 1) === 0);
       else await disk.flush();
-      report({ op: i, flush: op.kind === 'flush' });
+      await report({ op: i, flush: op.kind === 'flush' });
     }
     await disk.close();
     return ops.length;
@@ -79,13 +98,13 @@ serve({
   /** Create disks prefix-0, prefix-1, … one after another, each with a flushed marker in its last sector. */
   create: async ({ backend, prefix, seed, count }: { backend: CrashBackend; prefix: string; seed: number; count: number }) => {
     for (let i = 0; i < count; i++) {
-      report({ creating: i });
+      await report({ creating: i });
       const size = createdDiskBytes(seed, i);
       const disk = await openDisk(backend, `${prefix}-${i}`, size);
       await disk.write(size - SECTOR, writeBytes(seed, i, size / SECTOR - 1, 1));
       await disk.flush();
       await disk.close();
-      report({ created: i });
+      await report({ created: i });
     }
   },
   /**
