@@ -45,7 +45,6 @@ export {
   VirtioBlkDevice,
   type BlockDeviceOptions,
   type BlockDeviceStats,
-  type RequestKind,
   type RequestLimiter,
   type Timers,
 } from './block/device.ts';

@@ -19,8 +19,8 @@
 
 import { StorageError, isPromise, toStorageError, type BlockBackend } from '../backends/backend.ts';
 import { hasFeature, type ActivateContext, type VirtioDevice } from '../virtio/device.ts';
-import type { GuestMemory } from '../virtio/memory.ts';
-import { DescriptorChain, PopResult, type SplitQueue } from '../virtio/queue.ts';
+import type { IoKind } from '../limiter/limiter.ts';
+import { DescriptorChain, PopResult, isQueueSize, type SplitQueue } from '../virtio/queue.ts';
 import {
   BLK_CONDITIONAL_FEATURES,
   BLK_DWZ_SEGMENT_BYTES,
@@ -58,13 +58,10 @@ const FRAMING_SEGMENTS = 2 + 16 + 16;
 /** Largest max_discard_seg / max_write_zeroes_seg the device accepts as an option. */
 const MAX_DISCARD_SEGMENTS_LIMIT = 4096;
 
-/** What a request asks of a rate limiter. */
-export type RequestKind = 'read' | 'write' | 'other';
-
 /** The device's view of a rate limiter (src/limiter's RateLimiter satisfies it). */
 export interface RequestLimiter {
   /** Take `bytes` (and one op) for a request of `kind`; false when the budget is spent. */
-  consume(kind: RequestKind, bytes: number): boolean;
+  consume(kind: IoKind, bytes: number): boolean;
   /** Milliseconds until a refused request may succeed. */
   msUntilReady(): number;
   /** Call `listener` when the limits change (RateLimiter.update); returns the unsubscribe function. */
@@ -208,8 +205,6 @@ export class VirtioBlkDevice implements VirtioDevice {
 
   // Set by activate, cleared by reset.
   #ctx: ActivateContext | null = null;
-  #mem: GuestMemory | null = null;
-  #queues: ReadonlyArray<SplitQueue | null> = [];
   /** Slots not in flight. Kept across resets; in-flight ones come back when they land. */
   readonly #free: Slot[] = [];
   /** Slots made so far, at most #maxSlots. */
@@ -239,7 +234,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     this.#timers = options.timers ?? realTimers;
     this.#onStorageError = options.onStorageError ?? null;
     const queueSize = options.queueSize ?? 256;
-    if (!isPowerOfTwoIn(queueSize, 4, MAX_DEVICE_QUEUE_SIZE)) {
+    if (!isQueueSize(queueSize, MAX_DEVICE_QUEUE_SIZE, 4)) {
       throw new RangeError(`queue size ${queueSize} must be a power of two from 4 to ${MAX_DEVICE_QUEUE_SIZE}`);
     }
     this.queueMaxSize = queueSize;
@@ -399,8 +394,6 @@ export class VirtioBlkDevice implements VirtioDevice {
     // A transport that says nothing at FEATURES_OK (vhost-user) negotiates here.
     if (!this.#negotiated || this.#driverFeatures !== ctx.driverFeatures) this.featuresNegotiated(ctx.driverFeatures);
     this.#ctx = ctx;
-    this.#mem = ctx.memory;
-    this.#queues = ctx.queues;
     this.#broken = false;
     this.#starved = 0;
     this.#throttleTimers = ctx.queues.map(() => null);
@@ -423,7 +416,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     if (this.#starved === 0 || !this.#ctx) return;
     const starved = this.#starved;
     this.#starved = 0;
-    for (let q = 0; q < this.#queues.length; q++) if (starved & (1 << q)) this.#ctx.wake(q);
+    for (let q = 0; q < this.#ctx.queues.length; q++) if (starved & (1 << q)) this.#ctx.wake(q);
   }
 
   reset(): Promise<void> {
@@ -433,8 +426,6 @@ export class VirtioBlkDevice implements VirtioDevice {
     this.#unsubscribeLimiter?.();
     this.#unsubscribeLimiter = null;
     this.#ctx = null;
-    this.#mem = null;
-    this.#queues = [];
     this.#starved = 0;
     this.#driverFeatures = 0n;
     this.#negotiated = false;
@@ -446,7 +437,7 @@ export class VirtioBlkDevice implements VirtioDevice {
 
   processQueue(index: number): void {
     const ctx = this.#ctx;
-    const queue = this.#queues[index];
+    const queue = ctx?.queues[index];
     // §2.1 / §3.1: nothing is consumed before DRIVER_OK (activate), nor after
     // the ring broke, nor while the limiter holds the queue.
     if (!ctx || !queue || this.#broken || this.#throttleTimers[index] !== null) return;
@@ -531,7 +522,7 @@ export class VirtioBlkDevice implements VirtioDevice {
 
   /** Parse, rate-limit and execute one popped chain. */
   #start(slot: Slot): Outcome {
-    const mem = this.#mem!;
+    const mem = this.#ctx!.memory;
     const req = slot.req;
     slot.written = 0;
     if (parseRequest(mem, req) !== null) {
@@ -541,7 +532,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     }
     const limiter = this.#limiter;
     if (limiter) {
-      const kind: RequestKind =
+      const kind: IoKind =
         req.type === BlkRequestType.In ? 'read' : req.type === BlkRequestType.Out ? 'write' : 'other';
       const bytes = kind === 'other' ? 0 : req.dataBytes;
       if (!limiter.consume(kind, bytes)) return Outcome.Throttled;
@@ -580,7 +571,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     try {
       // The driver stopped (or restarted) the queue meanwhile: there is no
       // ring to answer in (§4.2.2.1).
-      if (queue !== null && queue === this.#queues[slot.queueIndex]) {
+      if (queue !== null && queue === ctx.queues[slot.queueIndex]) {
         this.#complete(slot, status);
         publish(queue, ctx, slot.queueIndex);
       }
@@ -607,7 +598,7 @@ export class VirtioBlkDevice implements VirtioDevice {
     }
     if (status === BlkStatus.IoErr) this.stats.ioErrors++;
     else if (status === BlkStatus.Unsupp) this.stats.unsupported++;
-    this.#mem!.writeU8(req.statusAddr, status);
+    this.#ctx!.memory.writeU8(req.statusAddr, status);
     // §2.7.8.2 / §5.2.6: used.len counts the bytes written, status included.
     queue.pushUsed(req.chain.head, (status === BlkStatus.Ok ? slot.written : 0) + 1);
   }
@@ -632,7 +623,7 @@ export class VirtioBlkDevice implements VirtioDevice {
         this.stats.getIds++;
         // §5.2.6: up to 20 bytes; a shorter buffer gets what fits.
         const n = Math.min(BLK_ID_BYTES, req.dataBytes);
-        copyToChain(this.#mem!, req.chain, req.dataOffset, this.#serial.subarray(0, n));
+        copyToChain(this.#ctx!.memory, req.chain, req.dataOffset, this.#serial.subarray(0, n));
         slot.written = n;
         return BlkStatus.Ok;
       }
@@ -683,7 +674,7 @@ export class VirtioBlkDevice implements VirtioDevice {
   /** Move `remaining` bytes between the chain (from segment `seg`, offset `within`) and the disk at `offset`. */
   #transfer(slot: Slot, write: boolean, seg: number, within: number, remaining: number, offset: number): StatusResult {
     const chain = slot.req.chain;
-    const mem = this.#mem!;
+    const mem = this.#ctx!.memory;
     const backend = this.#backend;
     while (remaining > 0) {
       const n = Math.min(chain.len[seg]! - within, remaining);
@@ -712,7 +703,7 @@ export class VirtioBlkDevice implements VirtioDevice {
   /** The whole data range in one readv / writev call. */
   #transferVectored(slot: Slot, write: boolean, seg: number, within: number, bytes: number, offset: number): StatusResult {
     const chain = slot.req.chain;
-    const mem = this.#mem!;
+    const mem = this.#ctx!.memory;
     const views = slot.views;
     views.length = 0;
     for (let remaining = bytes; remaining > 0; seg++, within = 0) {
@@ -750,7 +741,7 @@ export class VirtioBlkDevice implements VirtioDevice {
       slot.segments = { bytes, view: new DataView(bytes.buffer) };
     }
     const segments = slot.segments;
-    copyFromChain(this.#mem!, req.chain, req.dataOffset, segments.bytes, req.dataBytes);
+    copyFromChain(this.#ctx!.memory, req.chain, req.dataOffset, segments.bytes, req.dataBytes);
     // A request that fails must change nothing: validate all segments first.
     for (let i = 0; i < count; i++) {
       const bad = this.#checkSegment(segments.view, i * BLK_DWZ_SEGMENT_BYTES, zeroes);
@@ -800,7 +791,3 @@ function initialWriteback(driverFeatures: bigint, byDefault: number): number {
   return byDefault;
 }
 
-/** Whether `n` is a power of two in [min, max]. */
-function isPowerOfTwoIn(n: number, min: number, max: number): boolean {
-  return Number.isInteger(n) && n >= min && n <= max && (n & (n - 1)) === 0;
-}

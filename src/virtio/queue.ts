@@ -141,12 +141,15 @@ export class DescriptorChain {
   }
 }
 
+/** Whether `size` is a split queue size (§2.7: a power of two, at most 32768) no larger than `max`. */
+export function isQueueSize(size: number, max = MAX_QUEUE_SIZE, min = 1): boolean {
+  return Number.isInteger(size) && size >= min && size <= Math.min(max, MAX_QUEUE_SIZE) && (size & (size - 1)) === 0;
+}
+
 /** Checks a queue's geometry against guest memory (§2.7, §2.7.2). Returns null when usable. */
 export function checkGeometry(mem: GuestMemory, g: QueueGeometry): QueueError | null {
   const { size } = g;
-  if (!Number.isInteger(size) || size < 1 || size > MAX_QUEUE_SIZE || (size & (size - 1)) !== 0) {
-    return QueueError.BadGeometry;
-  }
+  if (!isQueueSize(size)) return QueueError.BadGeometry;
   // Alignment: descriptor table 16, available ring 2, used ring 4 (§2.7.2 table).
   if (g.descTable % 16 !== 0 || g.availRing % 2 !== 0 || g.usedRing % 4 !== 0) return QueueError.BadGeometry;
   if (!mem.contains(g.descTable, 16 * size)) return QueueError.BadGeometry;

@@ -26,7 +26,7 @@ import { readSync, unlinkSync, writeSync } from 'node:fs';
 import type { VirtioDevice, ActivateContext } from '../../virtio/device.ts';
 import { hasFeature } from '../../virtio/device.ts';
 import { GuestMemory } from '../../virtio/memory.ts';
-import { MAX_QUEUE_SIZE, type SplitQueue } from '../../virtio/queue.ts';
+import { MAX_QUEUE_SIZE, isQueueSize, type SplitQueue } from '../../virtio/queue.ts';
 import { queueProblem, splitQueueFor } from '../../virtio/transport/queues.ts';
 import { loadAddon, type VhostUserAddon, type Watcher } from './addon.ts';
 import {
@@ -440,7 +440,7 @@ export class VhostUserHost {
         const ring = this.#ring(index);
         // QEMU picks the size (its queue-size property); vhost-user has no
         // way to offer a maximum, so any valid split-ring size is accepted (§2.7).
-        if (num < 1 || num > MAX_QUEUE_SIZE || (num & (num - 1)) !== 0) {
+        if (!isQueueSize(num)) {
           throw new ProtocolError(`queue size ${num} is not a power of two up to ${MAX_QUEUE_SIZE}`);
         }
         ring.size = num;
