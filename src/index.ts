@@ -26,7 +26,7 @@ export {
   createMmioState,
   type MmioState,
   type MmioStats,
-} from './virtio/mmio.ts';
+} from './virtio/mmio/mmio.ts';
 export { DeviceStatus, VirtioFeature, hasFeature, type ActivateContext, type VirtioDevice } from './virtio/device.ts';
 
 // The block device.
@@ -117,7 +117,7 @@ export {
 } from './driver/driver.ts';
 
 // Hosts.
-export { createSameThreadDisk, type SameThreadDisk, type SameThreadDiskOptions } from './host/same-thread.ts';
+export { createSameThreadDisk, type SameThreadDisk, type SameThreadDiskOptions } from './host/browser/same-thread.ts';
 export {
   DiskHost,
   canUseWorkerHost,
@@ -127,9 +127,9 @@ export {
   type Disk,
   type DiskStats,
   type InterruptLine,
-} from './host/disk.ts';
-export type { BackendSpec, DeviceSpec } from './host/protocol.ts';
-export { DEVICE_POLL_MICROS, HaltPoller, VCPU_HALT_POLL_MICROS, type HaltPollOptions, type HaltPollResult } from './host/halt-poll.ts';
+} from './host/browser/disk.ts';
+export type { BackendSpec, DeviceSpec } from './host/browser/worker-protocol.ts';
+export { DEVICE_POLL_MICROS, HaltPoller, VCPU_HALT_POLL_MICROS, type HaltPollOptions, type HaltPollResult } from './host/browser/halt-poll.ts';
 export {
   IrqTrigger,
   kernelCommandLine,
@@ -140,4 +140,4 @@ export {
   type FdtProperty,
   type KernelCommandLineOptions,
   type VirtioMmioNodeOptions,
-} from './host/devicetree.ts';
+} from './virtio/mmio/devicetree.ts';

@@ -4,11 +4,11 @@ import type { BlockBackend } from '../src/backends/backend.ts';
 import { BlkConfig, BlkFeature, BlkRequestType, BlkStatus, WRITE_ZEROES_FLAG_UNMAP } from '../src/block/constants.ts';
 import { CacheMode, VirtioBlkDevice } from '../src/block/device.ts';
 import { MalformedRequest } from '../src/block/request.ts';
-import type { SameThreadDisk } from '../src/host/same-thread.ts';
+import type { SameThreadDisk } from '../src/host/browser/same-thread.ts';
 import { VirtioBlkDriver } from '../src/driver/driver.ts';
 import { DeviceStatus, VirtioFeature, hasFeature } from '../src/virtio/device.ts';
 import { DescFlag } from '../src/virtio/queue.ts';
-import { MmioInterrupt, MmioReg } from '../src/virtio/mmio.ts';
+import { MmioInterrupt, MmioReg } from '../src/virtio/mmio/mmio.ts';
 import { RawQueue } from './support/raw-queue.ts';
 import { RAM_BASE, makeRig, pattern } from './support/rig.ts';
 

@@ -8,7 +8,7 @@ import {
   virtioMmioCmdlineDevice,
   virtioMmioDts,
   virtioMmioFdtProperties,
-} from '../src/host/devicetree.ts';
+} from '../src/virtio/mmio/devicetree.ts';
 
 describe('device tree node', () => {
   test('DTS text for the first virt slot', () => {

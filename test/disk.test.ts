@@ -6,7 +6,7 @@ import { pathToFileURL } from 'node:url';
 import { describe, expect, test } from 'vitest';
 import { MemoryBackend } from '../src/backends/memory.ts';
 import { VirtioBlkDriver } from '../src/driver/driver.ts';
-import { canUseWorkerHost, createDisk, waitForLine, type Disk } from '../src/host/disk.ts';
+import { canUseWorkerHost, createDisk, waitForLine, type Disk } from '../src/host/browser/disk.ts';
 import { pattern } from './contract/backend-contract.ts';
 
 const RAM_BASE = 0x4000_0000;

@@ -6,7 +6,7 @@
 
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { HaltPoller, type HaltPollResult } from '../src/host/halt-poll.ts';
+import { HaltPoller, type HaltPollResult } from '../src/host/browser/halt-poll.ts';
 
 /** A scripted other side: each clock read takes 1 µs; the event lands at a set time. */
 class Script {

@@ -3,7 +3,7 @@
 
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import * as api from '../src/index.ts';
-import { openBackend } from '../src/host/open-backend.ts';
+import { openBackend } from '../src/host/browser/open-backend.ts';
 import { pattern } from './contract/backend-contract.ts';
 import { read, same } from './support/http-assert.ts';
 import { FaultServer } from './support/http-server.ts';

@@ -4,7 +4,7 @@ import { BlkConfig } from '../src/block/constants.ts';
 import { VirtioBlkDevice } from '../src/block/device.ts';
 import { DeviceStatus } from '../src/virtio/device.ts';
 import { GuestMemory } from '../src/virtio/memory.ts';
-import { MMIO_MAGIC, MmioDevice, MmioInterrupt, MmioReg, MmioRegisters, createMmioState } from '../src/virtio/mmio.ts';
+import { MMIO_MAGIC, MmioDevice, MmioInterrupt, MmioReg, MmioRegisters, createMmioState } from '../src/virtio/mmio/mmio.ts';
 import { RAW_RAM_BASE, RAW_RAM_BYTES, RawQueue } from './support/raw-queue.ts';
 
 function rig() {

@@ -7,11 +7,11 @@ import { describe, expect, it } from 'vitest';
 import { MemoryBackend } from '../src/backends/memory.ts';
 import { BlkRequestType, BlkStatus } from '../src/block/constants.ts';
 import { VirtioBlkDriver, type DriverRequest } from '../src/driver/driver.ts';
-import { createSameThreadDisk } from '../src/host/same-thread.ts';
+import { createSameThreadDisk } from '../src/host/browser/same-thread.ts';
 import { DeviceStatus } from '../src/virtio/device.ts';
 import { GuestMemory } from '../src/virtio/memory.ts';
 import { DescFlag } from '../src/virtio/queue.ts';
-import { MmioReg } from '../src/virtio/mmio.ts';
+import { MmioReg } from '../src/virtio/mmio/mmio.ts';
 import { RAW_RAM_BASE, RawQueue } from './support/raw-queue.ts';
 
 const RAM_BASE = 0x4000_0000;

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { BlkRequestType, BlkStatus } from '../src/block/constants.ts';
 import { DeviceStatus } from '../src/virtio/device.ts';
 import { DescFlag, QueueError } from '../src/virtio/queue.ts';
-import { MmioInterrupt, MmioReg } from '../src/virtio/mmio.ts';
+import { MmioInterrupt, MmioReg } from '../src/virtio/mmio/mmio.ts';
 import { MemoryBackend } from '../src/backends/memory.ts';
 import { RAW_RAM_BASE, RAW_RAM_BYTES, RawQueue, WATCH_POISON, WatchWord, watchedUsedLen } from './support/raw-queue.ts';
 import { pattern } from './support/rig.ts';

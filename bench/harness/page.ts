@@ -4,7 +4,7 @@
 // workers: the vCPU (guest driver), the raw-storage baseline and the pong half
 // of the Atomics round trip. bench/run.ts drives it through `window.bench`.
 
-import { createDisk, type Disk } from '../../src/host/disk.ts';
+import { createDisk, type Disk } from '../../src/host/browser/disk.ts';
 import type { RateLimiterConfig } from '../../src/limiter/index.ts';
 import { groupRun, type GroupRunArgs } from '../../e2e/harness/group-run.ts';
 import { connect, type HarnessClient } from '../../e2e/harness/rpc.ts';

@@ -10,9 +10,9 @@
 
 import { BlkRequestType, BlkStatus, SECTOR_SIZE } from '../../src/block/constants.ts';
 import { VirtioBlkDriver, type Segment } from '../../src/driver/driver.ts';
-import { HaltPoller } from '../../src/host/halt-poll.ts';
+import { HaltPoller } from '../../src/host/browser/halt-poll.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
-import { MmioRegisters, MmioWord, type MmioState } from '../../src/virtio/mmio.ts';
+import { MmioRegisters, MmioWord, type MmioState } from '../../src/virtio/mmio/mmio.ts';
 import { serve } from '../../e2e/harness/rpc.ts';
 import { BlockPicker, IoOp, summarise, type WorkloadResult, type WorkloadSpec } from './protocol.ts';
 

@@ -3,7 +3,7 @@
 // backend (IndexedDB, HTTP, overlay) is one entry in `backends()` plus its
 // kind in harness/protocol.ts and page.ts.
 
-import { DEVICE_POLL_MICROS, VCPU_HALT_POLL_MICROS } from '../../src/host/halt-poll.ts';
+import { DEVICE_POLL_MICROS, VCPU_HALT_POLL_MICROS } from '../../src/host/browser/halt-poll.ts';
 import type { RateLimiterConfig } from '../../src/limiter/index.ts';
 import { AccessPattern, IoOp, type BenchBackend, type WorkloadSpec } from '../harness/protocol.ts';
 

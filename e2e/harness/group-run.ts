@@ -6,7 +6,7 @@
 
 import { BlkRequestType, BlkStatus } from '../../src/block/constants.ts';
 import { VirtioBlkDriver } from '../../src/driver/driver.ts';
-import { createDisk } from '../../src/host/disk.ts';
+import { createDisk } from '../../src/host/browser/disk.ts';
 import { RateLimitGroup, type RateLimiterConfig } from '../../src/limiter/index.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
 

@@ -6,8 +6,8 @@
 // goes to the guest (vcpu.ts).
 
 import { deleteOpfsDisk } from '../../src/backends/opfs.ts';
-import { createDisk, type Disk } from '../../src/host/disk.ts';
-import type { BackendSpec, DeviceSpec } from '../../src/host/protocol.ts';
+import { createDisk, type Disk } from '../../src/host/browser/disk.ts';
+import type { BackendSpec, DeviceSpec } from '../../src/host/browser/worker-protocol.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
 import { groupHoldCounts, groupHoldRelease, groupHoldStart, groupRun } from './group-run.ts';
 import { connect, toWireError, type HarnessClient, type WireError } from './rpc.ts';

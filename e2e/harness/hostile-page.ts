@@ -3,7 +3,7 @@
 // SharedArrayBuffer), with this page as the guest's vCPU. Playwright calls
 // `window.hostile.run(name)` and gets the case's verdict.
 
-import { createDisk } from '../../src/host/disk.ts';
+import { createDisk } from '../../src/host/browser/disk.ts';
 import { findCase, hostileCases } from '../../test/hostile/cases.ts';
 import { runCase, type CaseResult } from '../../test/hostile/runner.ts';
 import { Gate } from '../../test/hostile/shared-disk.ts';

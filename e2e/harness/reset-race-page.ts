@@ -5,7 +5,7 @@
 // `burners`, that many more workers spin meanwhile, competing for the cores.
 // Playwright calls `window.harness.call('run', {cycles, seed, burners})`.
 
-import { createDisk } from '../../src/host/disk.ts';
+import { createDisk } from '../../src/host/browser/disk.ts';
 import { DISK, RACE_RAM_BYTES, fillGolden } from '../../test/race/reset-cycles.ts';
 import { connect, toWireError } from './rpc.ts';
 

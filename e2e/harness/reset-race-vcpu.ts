@@ -3,7 +3,7 @@
 // Atomics.wait as an emulator's WFI would.
 
 import { GuestMemory } from '../../src/virtio/memory.ts';
-import { MmioRegisters, MmioWord, type MmioState } from '../../src/virtio/mmio.ts';
+import { MmioRegisters, MmioWord, type MmioState } from '../../src/virtio/mmio/mmio.ts';
 import { runResetCycles } from '../../test/race/reset-cycles.ts';
 import { serve } from './rpc.ts';
 

@@ -4,9 +4,9 @@
 // the test calls it through `page.evaluate`. Errors cross as plain
 // {name, message, code?, stack} objects, since Error subclasses do not survive
 // structured cloning with their fields (the same records the device worker
-// uses, from src/host/protocol.ts).
+// uses, from src/host/browser/worker-protocol.ts).
 
-import { toWireError, type WireError } from '../../src/host/protocol.ts';
+import { toWireError, type WireError } from '../../src/host/browser/worker-protocol.ts';
 
 export { toWireError, type WireError };
 

@@ -3,7 +3,7 @@
 // register file, and the vCPU sleeps on the IRQ word with Atomics.wait (WFI).
 
 import { GuestMemory } from '../../src/virtio/memory.ts';
-import { MmioRegisters, MmioWord, type MmioState } from '../../src/virtio/mmio.ts';
+import { MmioRegisters, MmioWord, type MmioState } from '../../src/virtio/mmio/mmio.ts';
 import { serve } from './rpc.ts';
 import { RAM_BASE, vcpuHandlers } from './vcpu.ts';
 

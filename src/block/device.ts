@@ -104,7 +104,7 @@ export interface BlockDeviceOptions {
   onStorageError?: (error: StorageError) => void;
 }
 
-/** The device's counters, in the order hosts lay them out (src/host/stats.ts derives its list from this one). */
+/** The device's counters, in the order hosts lay them out (src/host/browser/stats.ts derives its list from this one). */
 export const BLOCK_STAT_NAMES = [
   'reads',
   'writes',

@@ -4,7 +4,7 @@
 // emulator's WFI would; progress goes back as messages.
 
 import { GuestMemory } from '../virtio/memory.ts';
-import { MmioRegisters, MmioWord, type MmioState } from '../virtio/mmio.ts';
+import { MmioRegisters, MmioWord, type MmioState } from '../virtio/mmio/mmio.ts';
 import { DEMO_RAM_BASE, DemoGuest, type DemoRunOptions } from './guest.ts';
 
 export type GuestRequest =

@@ -12,8 +12,8 @@
 // attached now (they are cleared when it changes).
 
 import { listOpfsDisks } from '../backends/opfs.ts';
-import { createDisk, type Disk } from '../host/disk.ts';
-import type { BackendSpec } from '../host/protocol.ts';
+import { createDisk, type Disk } from '../host/browser/disk.ts';
+import type { BackendSpec } from '../host/browser/worker-protocol.ts';
 import type { RateLimiterConfig } from '../limiter/index.ts';
 import { GuestMemory } from '../virtio/memory.ts';
 import { TimeChart } from './chart.ts';

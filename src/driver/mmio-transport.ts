@@ -10,7 +10,7 @@
 // device's registers are the only truth, and a register file shared with
 // another thread (the worker host) may change between any two calls.
 
-import { MMIO_MAGIC, MMIO_VERSION, MmioReg } from '../virtio/mmio.ts';
+import { MMIO_MAGIC, MMIO_VERSION, MmioReg } from '../virtio/mmio/mmio.ts';
 import { DriverError } from './errors.ts';
 import { readConsistently, waitForResetDone, type DriverTransport, type RingAddresses } from './transport.ts';
 

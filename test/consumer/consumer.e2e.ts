@@ -64,9 +64,9 @@ describe('the tarball', () => {
     for (const file of ['dist/index.js', 'dist/index.d.ts', 'dist/index.js.map', 'dist/node.js', 'dist/node.d.ts']) {
       expect(packedFiles).toContain(file);
     }
-    expect(packedFiles).toContain('dist/host/device-worker.js');
+    expect(packedFiles).toContain('dist/host/browser/device-worker.js');
     expect(packedFiles).toContain('dist/host/vhost-user/cli.js');
-    const workerHost = execFileSync('tar', ['-xOzf', tarball, 'package/dist/host/worker-host.js'], { encoding: 'utf8' });
+    const workerHost = execFileSync('tar', ['-xOzf', tarball, 'package/dist/host/browser/worker-host.js'], { encoding: 'utf8' });
     expect(workerHost).toContain("new Worker(new URL('./device-worker.js', import.meta.url)");
     // A map carries its sources, since src/ does not ship.
     const map = JSON.parse(execFileSync('tar', ['-xOzf', tarball, 'package/dist/index.js.map'], { encoding: 'utf8' }));

@@ -6,7 +6,7 @@
 
 import { BlkConfig, BlkFeature, BlkRequestType as T } from '../../src/block/constants.ts';
 import { DeviceStatus, VirtioFeature } from '../../src/virtio/device.ts';
-import { MmioInterrupt, MmioReg } from '../../src/virtio/mmio.ts';
+import { MmioInterrupt, MmioReg } from '../../src/virtio/mmio/mmio.ts';
 import { Indirect, LIVE, NEGOTIATED, check, layoutFor, type QueueLayout, type RawGuest } from './guest.ts';
 import type { HostileCase, Verdict } from './runner.ts';
 import { expectDiskData, expectSameRegisters, needsReset, nothingConsumed, served, snapshotRegisters } from './cases-support.ts';

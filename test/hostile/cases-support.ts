@@ -2,7 +2,7 @@
 // returns the verdict it stands for, or fails the case saying what it saw.
 
 import { BlkStatus } from '../../src/block/constants.ts';
-import { MmioInterrupt, MmioReg } from '../../src/virtio/mmio.ts';
+import { MmioInterrupt, MmioReg } from '../../src/virtio/mmio/mmio.ts';
 import { check, fail, type Outcome, type RawGuest, type Req, type Seg } from './guest.ts';
 import type { Verdict } from './runner.ts';
 

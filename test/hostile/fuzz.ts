@@ -13,7 +13,7 @@
 
 import fc from 'fast-check';
 import { VirtioFeature } from '../../src/virtio/device.ts';
-import { MmioReg } from '../../src/virtio/mmio.ts';
+import { MmioReg } from '../../src/virtio/mmio/mmio.ts';
 import { CaseFailure, LIVE, RawGuest, layoutFor } from './guest.ts';
 import { expectServes } from './runner.ts';
 import { fillDisk, sameThreadTarget } from './target.ts';

@@ -9,7 +9,7 @@
 
 import { BlkFeature } from '../../src/block/constants.ts';
 import { DeviceStatus, VirtioFeature } from '../../src/virtio/device.ts';
-import { MmioReg } from '../../src/virtio/mmio.ts';
+import { MmioReg } from '../../src/virtio/mmio/mmio.ts';
 import { DescFlag } from '../../src/virtio/queue.ts';
 import type { Target } from './target.ts';
 

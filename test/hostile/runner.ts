@@ -13,7 +13,7 @@
 // disk. Every wait is bounded (Target.hangMs). Environment-neutral.
 
 import { BlkRequestType, BlkStatus } from '../../src/block/constants.ts';
-import { MmioReg } from '../../src/virtio/mmio.ts';
+import { MmioReg } from '../../src/virtio/mmio/mmio.ts';
 import { CaseFailure, LIVE, RawGuest } from './guest.ts';
 import { fillDisk, type TargetFactory, type TargetOptions } from './target.ts';
 

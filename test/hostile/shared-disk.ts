@@ -11,7 +11,7 @@
 
 import type { BlockBackend, MaybePromise } from '../../src/backends/backend.ts';
 import { MemoryBackend } from '../../src/backends/memory.ts';
-import { waitAsync } from '../../src/host/wait-async.ts';
+import { waitAsync } from '../../src/host/browser/wait-async.ts';
 
 /** Backend operations the gate can hold. */
 export type GateOp = 'read' | 'write' | 'flush' | 'discard' | 'writeZeroes';

@@ -4,7 +4,7 @@
 // e2e/harness/hostile-page.ts makes the worker host's (createDisk in Chromium).
 // Environment-neutral: imports only from src/ and this folder.
 
-import { createSameThreadDisk } from '../../src/host/same-thread.ts';
+import { createSameThreadDisk } from '../../src/host/browser/same-thread.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
 import { Gate, openBackend, type GateOp } from './shared-disk.ts';
 

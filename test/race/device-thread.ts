@@ -1,6 +1,6 @@
 // The device's thread for the Node reset race (reset-race.test.ts): a
 // VirtioBlkDevice over an asynchronous backend behind the shared register
-// file, in the loop the worker host runs (src/host/device-worker.ts): poll,
+// file, in the loop the worker host runs (src/host/browser/device-worker.ts): poll,
 // give promise callbacks a turn, then wait on the doorbell — Atomics.wait
 // when nothing is in flight, Atomics.waitAsync while requests wait on the
 // backend, so its promises settle.
@@ -15,9 +15,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { MemoryBackend } from '../../src/backends/memory.ts';
 import { VirtioBlkDevice } from '../../src/block/device.ts';
-import { waitAsync } from '../../src/host/wait-async.ts';
+import { waitAsync } from '../../src/host/browser/wait-async.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
-import { MmioDevice, MmioWord, type MmioState } from '../../src/virtio/mmio.ts';
+import { MmioDevice, MmioWord, type MmioState } from '../../src/virtio/mmio/mmio.ts';
 import { AsyncBackend, rng } from './async-backend.ts';
 
 export interface DeviceThreadData {

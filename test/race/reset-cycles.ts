@@ -48,7 +48,7 @@ import { BlkRequestType, BlkStatus, SECTOR_SIZE } from '../../src/block/constant
 import { DriverError, VirtioBlkDriver, arenaBytes, type Completion, type MmioAccessor, type Segment } from '../../src/driver/driver.ts';
 import { DeviceStatus } from '../../src/virtio/device.ts';
 import type { GuestMemory } from '../../src/virtio/memory.ts';
-import { MmioReg } from '../../src/virtio/mmio.ts';
+import { MmioReg } from '../../src/virtio/mmio/mmio.ts';
 import { rng } from './async-backend.ts';
 
 /** The disk's layout: known data, the probe's area, and two areas abandoned writes go to. */

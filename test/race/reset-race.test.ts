@@ -14,7 +14,7 @@
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../src/virtio/memory.ts';
-import { MmioRegisters, MmioWord, createMmioState } from '../../src/virtio/mmio.ts';
+import { MmioRegisters, MmioWord, createMmioState } from '../../src/virtio/mmio/mmio.ts';
 import type { DeviceThreadData } from './device-thread.ts';
 import { DISK, NO_FAILURES, RACE_RAM_BYTES, failures, fillGolden, runResetCycles, summary, type RaceReport } from './reset-cycles.ts';
 
@@ -97,10 +97,10 @@ async function race(cycles: number, seed: number, extraThreads: number): Promise
         // A bounded pause between Status polls (nothing notifies this word).
         pause: () => void Atomics.wait(irqSleep, 0, 0, 1),
         devicePolls: polls,
-        // Words of src/virtio/mmio.ts's private layout as of this writing
-        // (Status 7, Events 11, Activity 13, ResetPending 20): printed, never asserted.
+        // Words of the transport's private layout (src/virtio/transport/layout.ts:
+        // Status 11 with its reset-pending bit 0x10000, Events 15, Activity 18): printed, never asserted.
         describeDevice: () =>
-          `Status ${state[7]}, Events ${state[11]}, Activity ${state[13]}, ResetPending ${state[20]}, device polls ${polls[0]}`,
+          `Status 0x${(state[11]! >>> 0).toString(16)}, Events ${state[15]}, Activity ${state[18]}, device polls ${polls[0]}`,
       },
       { cycles, seed },
     );

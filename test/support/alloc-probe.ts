@@ -13,7 +13,7 @@ import type { BlockBackend } from '../../src/backends/backend.ts';
 import { MemoryBackend } from '../../src/backends/memory.ts';
 import { BlkRequestType, BlkStatus } from '../../src/block/constants.ts';
 import { VirtioBlkDriver } from '../../src/driver/driver.ts';
-import { createSameThreadDisk } from '../../src/host/same-thread.ts';
+import { createSameThreadDisk } from '../../src/host/browser/same-thread.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
 
 const RAM_BASE = 0x4000_0000;

@@ -10,12 +10,12 @@
 
 import { MemoryBackend } from '../../src/backends/memory.ts';
 import type { BlockBackend } from '../../src/backends/backend.ts';
-import { createSameThreadDisk, type SameThreadDisk } from '../../src/host/same-thread.ts';
+import { createSameThreadDisk, type SameThreadDisk } from '../../src/host/browser/same-thread.ts';
 import type { BlockDeviceOptions } from '../../src/block/device.ts';
 import { BlockRequest, parseRequest, type MalformedRequest } from '../../src/block/request.ts';
 import { DeviceStatus, VirtioFeature, hasFeature } from '../../src/virtio/device.ts';
 import { GuestMemory, type GuestRegionSpec } from '../../src/virtio/memory.ts';
-import { MmioReg } from '../../src/virtio/mmio.ts';
+import { MmioReg } from '../../src/virtio/mmio/mmio.ts';
 import { DescriptorChain, PopResult, SplitQueue, type QueueError } from '../../src/virtio/queue.ts';
 
 export const RAW_RAM_BASE = 0x4000_0000;

@@ -4,7 +4,7 @@
 import type { BlockBackend } from '../../src/backends/backend.ts';
 import { MemoryBackend } from '../../src/backends/memory.ts';
 import { VirtioBlkDriver, arenaBytes, type DriverOptions } from '../../src/driver/driver.ts';
-import { createSameThreadDisk, type SameThreadDisk, type SameThreadDiskOptions } from '../../src/host/same-thread.ts';
+import { createSameThreadDisk, type SameThreadDisk, type SameThreadDiskOptions } from '../../src/host/browser/same-thread.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
 
 export const RAM_BASE = 0x4000_0000;

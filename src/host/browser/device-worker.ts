@@ -18,16 +18,16 @@
 // - a disk in a rate-limit group checks the group for limits changed on
 //   another thread on every turn, and at least every 50 ms.
 
-import type { BlockBackend, StorageError } from '../backends/backend.ts';
-import { VirtioBlkDevice, type Timers } from '../block/device.ts';
-import { DiskLimits, type RateLimiterConfig } from '../limiter/index.ts';
-import { GuestMemory } from '../virtio/memory.ts';
-import { MmioDevice, MmioWord, type MmioState } from '../virtio/mmio.ts';
+import type { BlockBackend, StorageError } from '../../backends/backend.ts';
+import { VirtioBlkDevice, type Timers } from '../../block/device.ts';
+import { DiskLimits, type RateLimiterConfig } from '../../limiter/index.ts';
+import { GuestMemory } from '../../virtio/memory.ts';
+import { MmioDevice, MmioWord, type MmioState } from '../../virtio/mmio/mmio.ts';
 import { HaltPoller } from './halt-poll.ts';
 import { openBackend } from './open-backend.ts';
 import { waitAsync } from './wait-async.ts';
 import { emptyStats, gatherStats, writeStats, type DiskStats } from './stats.ts';
-import { ControlWord, toWireError, type HostMessage, type HostRequest } from './protocol.ts';
+import { ControlWord, toWireError, type HostMessage, type HostRequest } from './worker-protocol.ts';
 
 type StartRequest = Extract<HostRequest, { type: 'start' }>;
 

@@ -3,8 +3,8 @@
 // a device worker rewrites after each batch (slot i holds DISK_STAT_NAMES[i]),
 // and the object the page reads back from it without asking the worker.
 
-import { BLOCK_STAT_NAMES, type VirtioBlkDevice } from '../block/device.ts';
-import type { TransportStats } from '../virtio/transport/device.ts';
+import { BLOCK_STAT_NAMES, type VirtioBlkDevice } from '../../block/device.ts';
+import type { TransportStats } from '../../virtio/transport/device.ts';
 
 /** Every counter a Disk reports: the block device's own, then the host's. */
 export const DISK_STAT_NAMES = [

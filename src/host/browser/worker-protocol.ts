@@ -16,13 +16,13 @@
 // and the doorbell after posting; the worker, woken, sees the control word
 // ahead of what it handled and yields to its event loop to take the message.
 
-import { StorageError, type StorageErrorCode } from '../backends/backend.ts';
-import type { HttpChunkedOptions } from '../backends/http-chunked.ts';
-import type { HttpRangeOptions } from '../backends/http-range.ts';
-import type { CacheMode } from '../block/device.ts';
-import type { RateLimiterConfig } from '../limiter/index.ts';
-import type { GuestRegionSpec } from '../virtio/memory.ts';
-import type { MmioState } from '../virtio/mmio.ts';
+import { StorageError, type StorageErrorCode } from '../../backends/backend.ts';
+import type { HttpChunkedOptions } from '../../backends/http-chunked.ts';
+import type { HttpRangeOptions } from '../../backends/http-range.ts';
+import type { CacheMode } from '../../block/device.ts';
+import type { RateLimiterConfig } from '../../limiter/index.ts';
+import type { GuestRegionSpec } from '../../virtio/memory.ts';
+import type { MmioState } from '../../virtio/mmio/mmio.ts';
 
 /** Which storage the device serves, described so that it can cross to the worker. */
 export type BackendSpec =

@@ -8,8 +8,8 @@
 // build their flattened device tree in code (libfdt-style `property(name,
 // bytes)`). Addresses use the `virt` root's 2 address cells and 2 size cells.
 
-import { MMIO_WINDOW_SIZE } from '../virtio/mmio.ts';
-import { highU32 as hi32, lowU32 as lo32 } from '../virtio/u64.ts';
+import { MMIO_WINDOW_SIZE } from './mmio.ts';
+import { highU32 as hi32, lowU32 as lo32 } from '../u64.ts';
 
 /** GIC interrupt flags (include/dt-bindings/interrupt-controller/irq.h). */
 export const IrqTrigger = {

@@ -1,13 +1,13 @@
 // Turn a BackendSpec (plain data that can cross to a worker) into a backend.
 // Both hosts use it, so a spec means the same thing on either.
 
-import type { BlockBackend } from '../backends/backend.ts';
-import { HttpChunkedBackend } from '../backends/http-chunked.ts';
-import { HttpRangeBackend } from '../backends/http-range.ts';
-import { IndexedDbBackend } from '../backends/indexeddb.ts';
-import { MemoryBackend } from '../backends/memory.ts';
-import { OpfsBackend } from '../backends/opfs.ts';
-import type { BackendSpec } from './protocol.ts';
+import type { BlockBackend } from '../../backends/backend.ts';
+import { HttpChunkedBackend } from '../../backends/http-chunked.ts';
+import { HttpRangeBackend } from '../../backends/http-range.ts';
+import { IndexedDbBackend } from '../../backends/indexeddb.ts';
+import { MemoryBackend } from '../../backends/memory.ts';
+import { OpfsBackend } from '../../backends/opfs.ts';
+import type { BackendSpec } from './worker-protocol.ts';
 
 export async function openBackend(spec: BackendSpec): Promise<BlockBackend> {
   switch (spec.kind) {

@@ -8,9 +8,9 @@
 // changing (with Atomics.notify); `onInterrupt` is served by an
 // Atomics.waitAsync loop on it, started only when a callback is set.
 
-import type { StorageError } from '../backends/backend.ts';
-import { MmioRegisters, MmioWord, createMmioState } from '../virtio/mmio.ts';
-import type { CreateDiskOptions, Disk } from './disk.ts';
+import type { StorageError } from '../../backends/backend.ts';
+import { MmioRegisters, MmioWord, createMmioState } from '../../virtio/mmio/mmio.ts';
+import { DiskHost, type CreateDiskOptions, type Disk } from './types.ts';
 import { STAT_SLOTS, readStats, type DiskStats } from './stats.ts';
 import { DEVICE_POLL_MICROS } from './halt-poll.ts';
 import {
@@ -19,7 +19,7 @@ import {
   type BackendSpec,
   type HostMessage,
   type HostRequest,
-} from './protocol.ts';
+} from './worker-protocol.ts';
 import { waitAsync } from './wait-async.ts';
 
 type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
@@ -115,7 +115,7 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
 
   let onInterrupt: ((status: number) => void) | null = null;
   disk = {
-    host: 'worker',
+    host: DiskHost.Worker,
     mmio,
     state,
     irq: irqLine,

@@ -23,9 +23,9 @@ import {
   TransportWord,
   createTransportState,
   type TransportState,
-} from './transport/layout.ts';
-import { QueueAddress, TransportRegisters } from './transport/registers.ts';
-import { TransportDevice, type TransportStats } from './transport/device.ts';
+} from '../transport/layout.ts';
+import { QueueAddress, TransportRegisters } from '../transport/registers.ts';
+import { TransportDevice, type TransportStats } from '../transport/device.ts';
 
 /** MagicValue: "virt" in little-endian (§4.2.2). */
 export const MMIO_MAGIC = 0x74726976;
