@@ -24,9 +24,22 @@ export {
   MmioRegisters,
   MmioWord,
   createMmioState,
+  type MmioAccessor,
   type MmioState,
   type MmioStats,
 } from './virtio/mmio/mmio.ts';
+// The transport core every transport decodes onto (for a transport of your own).
+export {
+  InterruptBit,
+  MAX_QUEUES,
+  TRANSPORT_STATE_BYTES,
+  TransportWord,
+  createTransportState,
+  type TransportState,
+} from './virtio/transport/layout.ts';
+export { QueueAddress, TransportRegisters } from './virtio/transport/registers.ts';
+export { TransportDevice, type TransportStats } from './virtio/transport/device.ts';
+export { queueProblem, splitQueueFor, type QueueStart } from './virtio/transport/queues.ts';
 export { DeviceStatus, VirtioFeature, hasFeature, type ActivateContext, type VirtioDevice } from './virtio/device.ts';
 
 // The block device.
@@ -112,7 +125,10 @@ export {
   type Completion,
   type DriverOptions,
   type DriverRequest,
-  type MmioAccessor,
+  InterruptCause,
+  MmioTransport,
+  type DriverTransport,
+  type RingAddresses,
   type Segment,
 } from './driver/driver.ts';
 

@@ -162,17 +162,7 @@ export class OpfsBackend implements BlockBackend {
   read(offset: number, dst: Uint8Array): void {
     const handle = this.#open();
     this.#check(offset, dst.length);
-    let done = 0;
-    try {
-      while (done < dst.length) {
-        this.#at.at = offset + done;
-        const n = handle.read(done === 0 ? dst : dst.subarray(done), this.#at);
-        if (n <= 0) break;
-        done += n;
-      }
-    } catch (err) {
-      throw toStorageError(err, `OPFS disk "${this.path}": read of ${dst.length} bytes at ${offset}`);
-    }
+    const done = this.#transfer(handle, 'read', offset, dst, 'read');
     // Only a file shorter than #size reads short; past its end the disk is zeroes.
     if (done < dst.length) dst.fill(0, done);
   }
@@ -260,18 +250,30 @@ export class OpfsBackend implements BlockBackend {
     }
   }
 
-  #writeAll(handle: FileSystemSyncAccessHandle, offset: number, src: Uint8Array, what: string): void {
+  /**
+   * The one I/O loop: `handle.read` or `handle.write` until `bytes` is done or
+   * the handle moves nothing (a short file). Returns the bytes moved. The
+   * first call passes `bytes` itself, so the usual whole transfer makes no
+   * subarray (a view the engine has seen is faster to hand to OPFS).
+   */
+  #transfer(handle: FileSystemSyncAccessHandle, op: 'read' | 'write', offset: number, bytes: Uint8Array, what: string): number {
     let done = 0;
     try {
-      while (done < src.length) {
+      while (done < bytes.length) {
         this.#at.at = offset + done;
-        const n = handle.write(done === 0 ? src : src.subarray(done), this.#at);
+        const view = done === 0 ? bytes : bytes.subarray(done);
+        const n = op === 'read' ? handle.read(view, this.#at) : handle.write(view, this.#at);
         if (n <= 0) break;
         done += n;
       }
     } catch (err) {
-      throw toStorageError(err, `OPFS disk "${this.path}": ${what} of ${src.length} bytes at ${offset}`);
+      throw toStorageError(err, `OPFS disk "${this.path}": ${what} of ${bytes.length} bytes at ${offset}`);
     }
+    return done;
+  }
+
+  #writeAll(handle: FileSystemSyncAccessHandle, offset: number, src: Uint8Array, what: string): void {
+    const done = this.#transfer(handle, 'write', offset, src, what);
     if (done < src.length) {
       throw new StorageError(StorageErrorCode.Io, `OPFS disk "${this.path}": ${what} at ${offset} stopped after ${done} of ${src.length} bytes`);
     }

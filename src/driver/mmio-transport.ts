@@ -10,15 +10,12 @@
 // device's registers are the only truth, and a register file shared with
 // another thread (the worker host) may change between any two calls.
 
-import { MMIO_MAGIC, MMIO_VERSION, MmioReg } from '../virtio/mmio/mmio.ts';
+import { MMIO_MAGIC, MMIO_VERSION, MmioReg, type MmioAccessor } from '../virtio/mmio/mmio.ts';
+
+export type { MmioAccessor } from '../virtio/mmio/mmio.ts';
 import { DriverError } from './errors.ts';
 import { readConsistently, waitForResetDone, type DriverTransport, type RingAddresses } from './transport.ts';
 
-/** The emulator-side register accessor (`MmioRegisters` or the worker host's). */
-export interface MmioAccessor {
-  read(offset: number, width: number): number;
-  write(offset: number, value: number, width: number): void;
-}
 
 const TWO_POW_32 = 0x1_0000_0000;
 

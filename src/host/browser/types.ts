@@ -4,10 +4,9 @@
 // without importing each other.
 
 import type { BlockBackend, StorageError } from '../../backends/backend.ts';
-import type { MmioAccessor } from '../../driver/driver.ts';
 import type { RateLimiterConfig } from '../../limiter/index.ts';
 import type { GuestRegionSpec } from '../../virtio/memory.ts';
-import type { MmioState } from '../../virtio/mmio/mmio.ts';
+import type { MmioAccessor, MmioState } from '../../virtio/mmio/mmio.ts';
 import type { BackendSpec, DeviceSpec } from './worker-protocol.ts';
 import type { DiskStats } from './stats.ts';
 

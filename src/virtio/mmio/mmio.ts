@@ -87,6 +87,15 @@ export const createMmioState = createTransportState;
 /** The device's side of the register file: the transport core's device. */
 export { TransportDevice as MmioDevice, type TransportStats as MmioStats };
 
+/**
+ * What an emulator calls for every access to the window: `MmioRegisters`
+ * on either thread, or anything that forwards to one.
+ */
+export interface MmioAccessor {
+  read(offset: number, width: number): number;
+  write(offset: number, value: number, width: number): void;
+}
+
 type Reader = (core: TransportRegisters) => number;
 type Writer = (core: TransportRegisters, value: number) => void;
 
@@ -144,7 +153,7 @@ function inWindow(offset: number, width: number): boolean {
  * The emulator's side of the register file. Every call is synchronous,
  * returns without waiting for the device, and never throws.
  */
-export class MmioRegisters {
+export class MmioRegisters implements MmioAccessor {
   readonly core: TransportRegisters;
 
   constructor(state: MmioState) {
