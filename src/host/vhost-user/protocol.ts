@@ -273,6 +273,15 @@ export function fdsCarried(request: number, payload: Uint8Array): number | null 
   }
 }
 
+/** Take a message's first fd: the caller now owns it, and it is −1 in `fds` (so not closed with the rest). */
+export function takeFd(fds: number[]): number | null {
+  const index = fds.findIndex((fd) => fd >= 0);
+  if (index < 0) return null;
+  const fd = fds[index]!;
+  fds[index] = -1;
+  return fd;
+}
+
 /** struct vhost_user_config: a window of the device config space. */
 export interface ConfigWindow {
   offset: number;
