@@ -18,6 +18,7 @@
 
 import { StorageError, type StorageErrorCode } from '../../backends/backend.ts';
 import type { HttpChunkedOptions } from '../../backends/http-chunked.ts';
+import type { IndexedDbBackendOptions } from '../../backends/indexeddb.ts';
 import type { HttpRangeOptions } from '../../backends/http-range.ts';
 import type { CacheMode } from '../../block/device.ts';
 import type { RateLimiterConfig } from '../../limiter/index.ts';
@@ -46,21 +47,8 @@ export type BackendSpec =
       /** Keep trying this long (ms) while another holder has the disk; default 0 (OpfsBackendOptions.lockWaitMs). */
       lockWaitMs?: number;
     }
-  | {
-      /** A disk of chunks in IndexedDB (src/backends/indexeddb.ts). */
-      kind: 'indexeddb';
-      /** Name of the disk. */
-      name: string;
-      /** Create the disk at this size when it does not exist. */
-      size?: number;
-      readOnly?: boolean;
-      /** Chunk size in bytes for a new disk; default 256 KiB (IndexedDbBackendOptions.chunkBytes). */
-      chunkBytes?: number;
-      /** Bytes of dirty chunks before writes wait for write-back; default 32 MiB. */
-      cacheBytes?: number;
-      /** Keep trying this long (ms) while another holder has the disk; default 0. */
-      lockWaitMs?: number;
-    }
+  /** A disk of chunks in IndexedDB (src/backends/indexeddb.ts): its options, as plain data. */
+  | ({ kind: 'indexeddb' } & IndexedDbBackendOptions)
   | {
       /** A read-only image on any HTTP server that honours Range (src/backends/http-range.ts). */
       kind: 'http-range';
