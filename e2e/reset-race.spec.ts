@@ -15,6 +15,10 @@ const CYCLES = Number(process.env.RACE_E2E_CYCLES ?? 4000);
 
 for (const burners of [0, 2]) {
   test(`R3: ${CYCLES} reset + re-init cycles on the worker host${burners ? `, ${burners} CPU-burning workers` : ''}: no refused FEATURES_OK, no wedge, no late write, correct data`, async ({ page }) => {
+    // ~15 s on an idle 2-core machine; a run on a machine loaded ten times
+    // over took more than the default 120 s. A wedge is caught inside the
+    // run (bounded polls), not by this timeout.
+    test.setTimeout(360_000);
     const h = await openHarness(page, 'reset-race');
     expect(await h.call('isolated')).toBe(true);
     const { report, ms } = await h.call<{ report: RaceReport; ms: number }>('run', { cycles: CYCLES, seed: 0x5eed_0100 + burners, burners });

@@ -523,6 +523,11 @@ export const registerCases: HostileCase[] = [
     name: 'R7 (§4.2.3.3) notifying queues that do not exist (1, 8, 31, 32, 0x80000000, 0xffffffff) is harmless',
     async run(g) {
       await g.negotiate();
+      // Let the device finish its DRIVER_OK pass first: it may serve whatever
+      // is available then (a notification is a hint, §2.7.13.3), and on the
+      // worker host that pass runs on its own time.
+      await g.t.settle();
+      await g.t.settle();
       const { r, head } = offerRead(g, 5);
       for (const q of [1, 8, 31, 32, 33, 0x8000_0000, 0xffff_ffff]) g.notify(q);
       await nothingConsumed(g, 'R7 notify of missing queues');
