@@ -13,11 +13,11 @@
 import { MMIO_MAGIC, MMIO_VERSION, MmioReg, type MmioAccessor } from '../virtio/mmio/mmio.ts';
 
 export type { MmioAccessor } from '../virtio/mmio/mmio.ts';
+import { highU32, joinU64, lowU32 } from '../virtio/u64.ts';
 import { DriverError } from './errors.ts';
 import { readConsistently, waitForResetDone, type DriverTransport, type RingAddresses } from './transport.ts';
 
 
-const TWO_POW_32 = 0x1_0000_0000;
 
 export class MmioTransport implements DriverTransport {
   readonly mmio: MmioAccessor;
@@ -105,7 +105,7 @@ export class MmioTransport implements DriverTransport {
     const at = MmioReg.Config + offset;
     return readConsistently(
       () => m.read(MmioReg.ConfigGeneration, 4),
-      () => (width === 8 ? m.read(at, 4) + m.read(at + 4, 4) * TWO_POW_32 : m.read(at, width)),
+      () => (width === 8 ? joinU64(m.read(at, 4), m.read(at + 4, 4)) : m.read(at, width)),
     );
   }
 
@@ -115,7 +115,7 @@ export class MmioTransport implements DriverTransport {
 
   /** A 64-bit guest-physical address into a Low/High register pair. */
   #writeAddress(low: number, addr: number): void {
-    this.mmio.write(low, addr % TWO_POW_32, 4);
-    this.mmio.write(low + 4, Math.floor(addr / TWO_POW_32), 4);
+    this.mmio.write(low, lowU32(addr), 4);
+    this.mmio.write(low + 4, highU32(addr), 4);
   }
 }
