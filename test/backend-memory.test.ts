@@ -14,7 +14,8 @@ describe('backend contract: memory', () => {
   test('every contract case is either run or declared not applicable', () => {
     expect(backendContract.filter((c) => c.applies(factory)).length).toBeGreaterThanOrEqual(13);
   });
+  // Only the cases that apply are registered: the count above is the check, not a skip.
   for (const c of backendContract) {
-    test.skipIf(!c.applies(factory))(c.name, () => c.run(factory));
+    if (c.applies(factory)) test(c.name, () => c.run(factory));
   }
 });

@@ -59,8 +59,9 @@ for (const [form, factory] of Object.entries(factories)) {
         'a read-only disk refuses writes, zeroes and discards and keeps its data',
       ]);
     });
+    // Only the cases that apply are registered: the count above is the check, not a skip.
     for (const c of backendContract) {
-      test.skipIf(!c.applies(factory))(c.name, () => c.run(factory));
+      if (c.applies(factory)) test(c.name, () => c.run(factory));
     }
   });
 }

@@ -38,8 +38,9 @@ describe('backend contract: node file', () => {
   test('every contract case applies to files', () => {
     expect(backendContract.filter((c) => c.applies(factory)).length).toBe(backendContract.length);
   });
+  // Only the cases that apply are registered: the count above is the check, not a skip.
   for (const c of backendContract) {
-    test.skipIf(!c.applies(factory))(c.name, () => c.run(factory));
+    if (c.applies(factory)) test(c.name, () => c.run(factory));
   }
 });
 
