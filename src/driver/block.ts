@@ -20,7 +20,7 @@ import type { GuestMemory } from '../virtio/memory.ts';
 import { DriverError } from './errors.ts';
 import { MmioTransport, type MmioAccessor } from './mmio-transport.ts';
 import { InterruptCause, type DriverTransport } from './transport.ts';
-import { SplitQueue, align, queueLayout, type ChainBuffer, type Segment } from './virtqueue.ts';
+import { SplitQueue, align, queueLayout, type Segment } from './virtqueue.ts';
 
 interface CommonDriverOptions {
   memory: GuestMemory;
@@ -203,26 +203,25 @@ export class VirtioBlkDriver {
     const outs = req.out ?? [];
     const ins = req.in ?? [];
     const count = outs.length + ins.length + (req.splitHeader ? 3 : 2);
-    const head = this.#queue.add(count, req.indirect, (head) => {
-      const area = this.#queue.headArea(head);
-      mem.writeU32(area, req.type);
-      mem.writeU32(area + 4, req.ioprio ?? 0);
-      mem.writeU64(area + 8, req.sector ?? 0);
-      mem.writeU8(area + STATUS_AT, 0xff); // status: poisoned until the device writes it
-      // Linux: header, data..., status (§5.2.6).
-      const header: ChainBuffer[] = req.splitHeader
-        ? [
-            { addr: area, len: SPLIT_HEADER_AT, writable: false },
-            { addr: area + SPLIT_HEADER_AT, len: BLK_HEADER_BYTES - SPLIT_HEADER_AT, writable: false },
-          ]
-        : [{ addr: area, len: BLK_HEADER_BYTES, writable: false }];
-      return [
-        ...header,
-        ...outs.map((s) => ({ addr: s.addr, len: s.len, writable: false })),
-        ...ins.map((s) => ({ addr: s.addr, len: s.len, writable: true })),
-        { addr: area + STATUS_AT, len: 1, writable: true },
-      ];
-    });
+    const q = this.#queue;
+    const head = q.reserve(count, req.indirect);
+    const area = q.headArea(head);
+    mem.writeU32(area, req.type);
+    mem.writeU32(area + 4, req.ioprio ?? 0);
+    mem.writeU64(area + 8, req.sector ?? 0);
+    mem.writeU8(area + STATUS_AT, 0xff); // status: poisoned until the device writes it
+    // Linux: header, data..., status (§5.2.6).
+    let i = 0;
+    if (req.splitHeader) {
+      q.setBuffer(i++, area, SPLIT_HEADER_AT, false);
+      q.setBuffer(i++, area + SPLIT_HEADER_AT, BLK_HEADER_BYTES - SPLIT_HEADER_AT, false);
+    } else {
+      q.setBuffer(i++, area, BLK_HEADER_BYTES, false);
+    }
+    for (const s of outs) q.setBuffer(i++, s.addr, s.len, false);
+    for (const s of ins) q.setBuffer(i++, s.addr, s.len, true);
+    q.setBuffer(i, area + STATUS_AT, 1, true);
+    q.publishChain(head);
     const id = this.#nextId++;
     this.#ids[head] = id;
     return id;

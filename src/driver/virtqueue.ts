@@ -93,6 +93,12 @@ export class SplitQueue {
   readonly #freeDesc: number[] = [];
   /** Descriptors each head holds, to free on completion; empty while the head is free. */
   readonly #chainDescs: number[][];
+  /** The chain `reserve` began, until `publishChain` writes it. */
+  readonly #pendingAddr: Float64Array;
+  readonly #pendingLen: Uint32Array;
+  readonly #pendingWritable: Uint8Array;
+  #pendingCount = 0;
+  #pendingIndirect = false;
   /** Our copy of avail.idx (the ring's is only ever stored, never read back). */
   #availIdx = 0;
   /** avail.idx at the last notification (for EVENT_IDX's avail_event check). */
@@ -113,6 +119,10 @@ export class SplitQueue {
     this.#tables = opts.base + l.tables;
     for (let i = opts.size - 1; i >= 0; i--) this.#freeDesc.push(i);
     this.#chainDescs = Array.from({ length: opts.size }, () => []);
+    const longest = Math.max(opts.size, INDIRECT_ENTRIES);
+    this.#pendingAddr = new Float64Array(longest);
+    this.#pendingLen = new Uint32Array(longest);
+    this.#pendingWritable = new Uint8Array(longest);
   }
 
   /**
@@ -139,36 +149,57 @@ export class SplitQueue {
     return this.#heads + this.#headAreaBytes * head;
   }
 
-  /**
-   * Add a chain of `count` buffers and publish it in the avail ring; returns
-   * its head. `build` gets the head first, so the chain may point into the
-   * head's area, and returns the buffers in chain order. `indirect`: put the
-   * chain in the head's indirect table (only with the feature and at most
-   * INDIRECT_ENTRIES buffers; default: when there is more than one buffer,
-   * as Linux chooses). Throws DriverError when descriptors run out.
+    /**
+   * Take descriptors for a chain of `count` buffers and return its head.
+   * `indirect`: put the chain in the head's indirect table (only with the
+   * feature and at most INDIRECT_ENTRIES buffers; default: when there is more
+   * than one buffer, as Linux chooses), which takes one descriptor. Throws
+   * DriverError when descriptors run out. Then then give each buffer with
+   * `setBuffer` and make the chain available with `publishChain`. In three
+   * steps, so a caller can place per-request data by head (the header area)
+   * without a callback, and nothing is allocated per request but the
+   * chain's list of descriptors.
    */
-  add(count: number, indirect: boolean | undefined, build: (head: number) => ChainBuffer[]): number {
+  reserve(count: number, indirect: boolean | undefined): number {
     const useIndirect = (indirect ?? (this.#indirect && count > 1)) && this.#indirect && count <= INDIRECT_ENTRIES;
     const needed = useIndirect ? 1 : count;
+    if (count > this.#pendingAddr.length) throw new DriverError(`chain of ${count} buffers is longer than the queue`);
     if (this.#freeDesc.length < needed) throw new DriverError('no free descriptors');
-    const descs: number[] = [];
+    const descs = this.#chainDescs[this.#freeDesc[this.#freeDesc.length - 1]!]!;
+    descs.length = 0;
     for (let i = 0; i < needed; i++) descs.push(this.#freeDesc.pop()!);
-    const head = descs[0]!;
-    this.#chainDescs[head] = descs;
-    const buffers = build(head);
-    if (buffers.length !== count) throw new DriverError(`chain of ${buffers.length} buffers, ${count} announced`);
+    this.#pendingCount = count;
+    this.#pendingIndirect = useIndirect;
+    return descs[0]!;
+  }
+
+  /** Buffer `i` of the chain `reserve` began. */
+  setBuffer(i: number, addr: number, len: number, writable: boolean): void {
+    this.#pendingAddr[i] = addr;
+    this.#pendingLen[i] = len;
+    this.#pendingWritable[i] = writable ? 1 : 0;
+  }
+
+  /** Write the reserved chain's descriptors and make it available. */
+  publishChain(head: number): void {
     const mem = this.memory;
-    const flags = (i: number): number => (buffers[i]!.writable ? DescFlag.Write : 0) | (i + 1 < count ? DescFlag.Next : 0);
-    if (useIndirect) {
+    const count = this.#pendingCount;
+    const descs = this.#chainDescs[head]!;
+    for (let i = 0; i < count; i++) {
+      const flags = (this.#pendingWritable[i] ? DescFlag.Write : 0) | (i + 1 < count ? DescFlag.Next : 0);
+      if (this.#pendingIndirect) {
+        const table = this.#tables + DESC_BYTES * INDIRECT_ENTRIES * head;
+        writeDesc(mem, table + DESC_BYTES * i, this.#pendingAddr[i]!, this.#pendingLen[i]!, flags, i + 1);
+      } else {
+        writeDesc(mem, this.#descAt(descs[i]!), this.#pendingAddr[i]!, this.#pendingLen[i]!, flags, i + 1 < count ? descs[i + 1]! : 0);
+      }
+    }
+    if (this.#pendingIndirect) {
       const table = this.#tables + DESC_BYTES * INDIRECT_ENTRIES * head;
-      buffers.forEach((b, i) => writeDesc(mem, table + DESC_BYTES * i, b.addr, b.len, flags(i), i + 1));
       writeDesc(mem, this.#descAt(head), table, DESC_BYTES * count, DescFlag.Indirect, 0);
-    } else {
-      buffers.forEach((b, i) => writeDesc(mem, this.#descAt(descs[i]!), b.addr, b.len, flags(i), i + 1 < count ? descs[i + 1]! : 0));
     }
     this.#publish(head);
     this.#inFlight++;
-    return head;
   }
 
   #descAt(index: number): number {
@@ -227,7 +258,7 @@ export class SplitQueue {
       if (!chain || chain.length === 0) throw new DriverError(`device returned head ${head}, which is not in flight`);
       onUsed(head, usedLen);
       for (const d of chain) this.#freeDesc.push(d);
-      this.#chainDescs[head] = [];
+      chain.length = 0;
       this.#inFlight--;
     }
     if (this.#eventIdx) {
