@@ -51,6 +51,11 @@ export default defineConfig({
     ...(process.env.E2E_NO_HMR ? { hmr: false, watch: null } : {}),
   },
   preview: { host: '127.0.0.1', strictPort: true },
+  // Bare imports that reach the browser, pre-bundled when the server starts.
+  // Discovered later instead (the first IndexedDB disk imports idb-keyval),
+  // Vite re-optimizes and reloads every open page: in a full e2e run that
+  // killed the long reset-race test's page mid-run, three runs out of three.
+  optimizeDeps: { include: ['idb-keyval'], noDiscovery: true },
   // The device worker and the guest (vCPU) worker are ES modules.
   worker: { format: 'es' },
   build: {
