@@ -31,6 +31,14 @@ options:
   --verbose               log the vhost-user conversation to stderr
 `;
 
+/** What `virtio-blk-web --help` prints: every command, then the first one's details. */
+const COMMANDS = `commands:
+  virtio-blk-web vhost-user --socket PATH --image FILE [options]   serve a disk image to QEMU
+  virtio-blk-web pack IMAGE OUTDIR [--chunk-size N] [--compress]   pack an image for HTTP hosting
+  (virtio-blk-web pack --help for its options)
+
+${USAGE}`;
+
 /** sun_path is 108 bytes on Linux (unix(7)), one of them the terminating NUL. */
 const MAX_SOCKET_PATH_BYTES = 107;
 
@@ -179,10 +187,10 @@ export async function main(argv: string[]): Promise<number> {
     if (command === 'vhost-user') return await serve(rest);
     if (command === 'pack') return await (await import('../../pack/cli.ts')).packCommand(rest);
     if (command === undefined || command === '--help' || command === '-h' || command === 'help') {
-      process.stdout.write(USAGE);
+      process.stdout.write(COMMANDS);
       return command === undefined ? 2 : 0;
     }
-    throw new CliError(`unknown command "${command}"\n\n${USAGE}`, 2);
+    throw new CliError(`unknown command "${command}"\n\n${COMMANDS}`, 2);
   } catch (err) {
     if (err instanceof CliError) {
       process.stderr.write(`virtio-blk-web: ${err.message}\n`);
