@@ -310,9 +310,13 @@ export class SplitQueue {
         if (indirect) return fail(chain, QueueError.NestedIndirect);
         if (flags & DescFlag.Next) return fail(chain, QueueError.IndirectWithNext);
         if (len === 0 || len % 16 !== 0) return fail(chain, QueueError.IndirectBadLength);
-        // §2.7.5.3.1: the table is a chain of its own, at most Queue Size
-        // long: Linux's is header + seg_max data + status = Queue Size.
-        if (len / 16 > this.size) return fail(chain, QueueError.ChainTooLong);
+        // §2.7.5.3.1 says a chain is at most Queue Size long, but Linux
+        // sizes its tables by seg_max + 2, not by the ring it chose: a guest
+        // on a ring smaller than QueueNumMax (QEMU's vhost-user-blk: 128
+        // entries against seg_max 254) builds longer tables, and refusing
+        // them would fail its writes. So a table may be as long as the
+        // device's own chain limit too; the walk stays bounded by it.
+        if (len / 16 > Math.max(this.size, chain.maxSegments)) return fail(chain, QueueError.ChainTooLong);
         if (!mem.contains(addr, len)) return fail(chain, QueueError.AddressOutOfRange);
         indirect = true;
         table = addr;

@@ -344,14 +344,28 @@ export const requestCases: HostileCase[] = [
     },
   },
   {
-    name: 'Q1 (§2.7.5.3.1) an indirect table of queue-size + 1 entries: used.len 0',
+    name: 'Q1 an indirect table longer than the ring but within seg_max + 2 is served (Linux on a small ring)',
     async run(g) {
       await g.negotiate();
       const r = g.request(T.In, 1, Array(15).fill(512), true);
       const table = g.alloc(17 * 16);
       g.chain(0, r.segs, table);
       g.desc(3, table, 17 * 16, Indirect);
-      return malformed(g, await g.submit(3, '17-entry indirect table'), 3, '17-entry indirect table', r.segs);
+      const o = await g.submit(3, '17-entry indirect table');
+      const v = served(g, o, 3, r, 15 * 512 + 1, '17-entry indirect table');
+      expectDiskData(g, 1, r.data.map((a) => [a, 512] as const), '17-entry indirect table');
+      return v;
+    },
+  },
+  {
+    name: 'Q1 (§2.7.5.3.1) an indirect table longer than the device can take (4096 entries): used.len 0',
+    async run(g) {
+      await g.negotiate();
+      const r = g.request(T.In, 1, [512], true);
+      const table = g.alloc(4096 * 16);
+      g.chain(0, r.segs, table);
+      g.desc(3, table, 4096 * 16, Indirect);
+      return malformed(g, await g.submit(3, '4096-entry indirect table'), 3, '4096-entry indirect table', r.segs);
     },
   },
   {
