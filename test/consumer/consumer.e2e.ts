@@ -237,7 +237,9 @@ describe('a Node project: the CLI', () => {
     const r = spawnSync(cli(), ['--help'], { cwd: nodeApp, encoding: 'utf8' });
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/^usage: virtio-blk-web vhost-user --socket PATH --image FILE/);
+    expect(r.stdout).toMatch(/^commands:\n {2}virtio-blk-web vhost-user --socket PATH --image FILE/);
+    expect(r.stdout).toMatch(/^ {2}virtio-blk-web pack IMAGE OUTDIR/m);
+    expect(r.stdout).toMatch(/^usage: virtio-blk-web vhost-user --socket PATH --image FILE/m);
   });
 
   test('with no C compiler, the addon build fails with one clear message', () => {
