@@ -28,7 +28,12 @@ export interface WorkloadShape {
 }
 
 function generator(seed: number): () => number {
-  let x = seed >>> 0 || 0x9e3779b9;
+  return xorshift32(seed >>> 0 || 0x9e3779b9);
+}
+
+/** Marsaglia's xorshift32 from a non-zero state: the one generator the crash trials use. */
+export function xorshift32(state: number): () => number {
+  let x = state;
   return () => {
     x ^= x << 13;
     x >>>= 0;

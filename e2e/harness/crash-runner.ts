@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from '@playwright/test';
 import { chromiumArgs, chromiumExecutable } from '../chromium.ts';
-import type { CheckResult, WorkloadShape } from './crash-model.ts';
+import { xorshift32, type CheckResult, type WorkloadShape } from './crash-model.ts';
 import type { CrashBackend, CrashReport } from './crash-worker.ts';
 
 export type CrashMode = 'workload' | 'create';
@@ -53,15 +53,7 @@ const DISK_SECTORS = 8192; // 4 MiB
 const CREATIONS = 5;
 
 function generator(seed: number): () => number {
-  let x = (seed * 2654435761) >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x;
-  };
+  return xorshift32((seed * 2654435761) >>> 0 || 1);
 }
 
 export async function runCrashTrials(options: CrashTrialOptions): Promise<CrashTrialSummary> {
