@@ -427,19 +427,36 @@ static napi_value Close(napi_env env, napi_callback_info info) {
 }
 
 // A readiness watcher: calls back(eventsMask) on Node's loop while active.
+//
+// Two owners hold it: the uv handle (until uv_close's callback) and the JS
+// external returned by watch() (until it is garbage-collected). It is freed
+// when both have let go, so a second unwatch() on the same external, or one
+// after the handle closed, finds `stopped` set in live memory and does
+// nothing, instead of reading a freed watcher.
 typedef struct {
   uv_poll_t handle;
   napi_env env;
   napi_ref callback;
   napi_async_context context;
   int stopped;
+  int owners;
 } watcher_t;
+
+static void watcher_release(watcher_t *w) {
+  if (--w->owners == 0) free(w);
+}
 
 static void watcher_closed(uv_handle_t *handle) {
   watcher_t *w = handle->data;
   napi_delete_reference(w->env, w->callback);
   napi_async_destroy(w->env, w->context);
-  free(w);
+  watcher_release(w);
+}
+
+static void watcher_external_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  watcher_release(data);
 }
 
 static void watcher_fired(uv_poll_t *handle, int status, int events) {
@@ -492,6 +509,7 @@ static napi_value Watch(napi_env env, napi_callback_info info) {
   watcher_t *w = calloc(1, sizeof *w);
   if (!w) return throw_errno(env, "watch", ENOMEM);
   w->env = env;
+  w->owners = 1; // the uv handle; the external below takes the second
   int rc = uv_poll_init(loop, &w->handle, fd);
   if (rc != 0) {
     free(w);
@@ -511,8 +529,14 @@ static napi_value Watch(napi_env env, napi_callback_info info) {
     return NULL;
   }
   napi_value external;
-  // The external does not own the watcher: unwatch() stops and frees it.
-  CHECK(napi_create_external(env, w, NULL, NULL, &external));
+  // The external co-owns the watcher: unwatch() stops it, and the memory goes
+  // when both the closed handle and the collected external have released it.
+  if (napi_create_external(env, w, watcher_external_finalize, NULL, &external) != napi_ok) {
+    watcher_stop(w);
+    napi_throw_error(env, NULL, "watch: cannot create the handle object");
+    return NULL;
+  }
+  w->owners++;
   return external;
 }
 
