@@ -78,7 +78,7 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
     return peer;
   }
 
-  function listen(options: { addon?: VhostUserAddon } = {}): void {
+  function listen(options: { addon?: VhostUserAddon; messageTimeoutMs?: number } = {}): void {
     device = new VirtioBlkDevice(new MemoryBackend(1 << 20));
     const use = options.addon ?? addon;
     host = VhostUserHost.listen({
@@ -87,6 +87,7 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
       addon: use,
       log: (line) => logs.push(line),
       warn: (line) => warnings.push(line),
+      messageTimeoutMs: options.messageTimeoutMs,
     });
   }
 
@@ -161,6 +162,34 @@ describe.runIf(process.platform === 'linux')('vhost-user host under a hostile fr
     again.sendBytes(trailing);
     expect(await again.next()).toBe('hung up');
     await servesAFreshFrontEnd();
+  });
+
+  test('framing: a peer cannot hold the only connection slot with half a message (its fd is closed) or with no message at all', async () => {
+    listen({ messageTimeoutMs: 300 });
+    const halfway = connect();
+    const sent = sendMarkers(1);
+    const message = encodeMessage(Request.SetMemTable, HeaderFlag.Version, encodeMemTable([region()]));
+    halfway.sendBytes(message.subarray(0, HEADER_SIZE + 10), sent.fds);
+    sent.release();
+    expect(await halfway.next()).toBe('hung up');
+    expect(held(sent.paths[0]!)).toBe(0);
+    expect(warnings.some((w) => w.includes('began a message and did not finish it'))).toBe(true);
+    await servesAFreshFrontEnd();
+
+    const silent = connect();
+    expect(await silent.next()).toBe('hung up');
+    expect(warnings.some((w) => w.includes('sent no message'))).toBe(true);
+    await servesAFreshFrontEnd();
+  });
+
+  test('framing: a front-end idle between whole messages keeps its connection past the message deadline', async () => {
+    listen({ messageTimeoutMs: 200 });
+    const peer = connect();
+    expect(await peer.call(Request.GetFeatures)).not.toBe('hung up');
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    const again = await peer.call(Request.GetQueueNum);
+    expect(again).not.toBe('hung up');
+    expect(warnings).toEqual([]);
   });
 
   test('framing: a peer that disconnects mid-message leaves no fd behind (SET_MEM_TABLE header, half a payload, an fd)', async () => {

@@ -11,6 +11,13 @@
 // the socket is not read until the queue drains. Ending the connection is
 // queued behind the messages before it, and messages behind it take no effect.
 //
+// The host serves one front-end at a time, so a peer could hold the only slot
+// by connecting and sending nothing, or half a message and nothing more. A
+// deadline covers both: the first message must be complete, and every message
+// once begun must be finished, within `messageTimeoutMs` (QEMU sends each
+// message in one write, right after it connects). Idle time between whole
+// messages is not limited: a running guest's front-end is silent for hours.
+//
 // Imports: addon.ts (types) and protocol.ts only.
 
 import type { VhostUserAddon, Watcher } from './addon.ts';
@@ -30,6 +37,9 @@ export interface Message {
   payload: Uint8Array;
   fds: number[];
 }
+
+/** Default for `messageTimeoutMs`: generous for a front-end under load, short enough to free the slot. */
+export const MESSAGE_TIMEOUT_MS = 10_000;
 
 export interface ConnectionHandlers {
   /** Handle one message; the next one waits until this resolves. */
@@ -56,12 +66,17 @@ export class Connection {
   /** A message being received. */
   #rx = newReceiveState();
   #sawMessage = false;
+  readonly #messageTimeoutMs: number;
+  /** Armed while the first message, or a begun one, is incomplete. */
+  #deadline: ReturnType<typeof setTimeout> | null = null;
 
-  constructor(addon: VhostUserAddon, fd: number, handlers: ConnectionHandlers) {
+  constructor(addon: VhostUserAddon, fd: number, handlers: ConnectionHandlers, messageTimeoutMs = MESSAGE_TIMEOUT_MS) {
     this.#addon = addon;
     this.#fd = fd;
     this.#handlers = handlers;
+    this.#messageTimeoutMs = messageTimeoutMs;
     this.#watcher = addon.watch(fd, () => this.#read());
+    this.#arm();
   }
 
   /** The peer sent at least one complete message (a liveness probe sends none). */
@@ -109,6 +124,28 @@ export class Connection {
   stopReading(): void {
     if (this.#watcher) this.#addon.unwatch(this.#watcher);
     this.#watcher = null;
+    this.#disarm();
+  }
+
+  /** Start the message deadline unless it runs already. */
+  #arm(): void {
+    if (this.#deadline !== null || this.ending) return;
+    const timer = setTimeout(() => {
+      this.#deadline = null;
+      if (this.ending) return;
+      const what = this.#rx.headerFill > 0 ? 'began a message and did not finish it' : 'sent no message';
+      this.#handlers.warn(`front-end ${what} within ${this.#messageTimeoutMs} ms`);
+      this.#dropPartial();
+      this.end(`front-end ${what} in time`);
+    }, this.#messageTimeoutMs);
+    // The socket's watcher keeps the process alive; the deadline need not.
+    timer.unref?.();
+    this.#deadline = timer;
+  }
+
+  #disarm(): void {
+    if (this.#deadline !== null) clearTimeout(this.#deadline);
+    this.#deadline = null;
   }
 
   /** Close the socket and the fds of a message received only in part. */
@@ -145,6 +182,7 @@ export class Connection {
           }
           if (rx.payload) rx.payloadFill += got.bytes;
           else rx.headerFill += got.bytes;
+          this.#arm();
         }
         if (!rx.payload) {
           if (rx.headerFill < HEADER_SIZE) continue;
@@ -160,6 +198,7 @@ export class Connection {
         const message: Message = { request, flags, payload: rx.payload, fds: rx.fds };
         this.#rx = newReceiveState();
         this.#sawMessage = true;
+        this.#disarm();
         this.#enqueue(() => this.#deliver(message));
       }
     } catch (err) {

@@ -79,6 +79,12 @@ export interface VhostUserHostOptions {
   addon?: VhostUserAddon;
   /** Map regions in pieces of at most this many bytes (default 1 GiB; a multiple of the page size). */
   maxMappingBytes?: number;
+  /**
+   * A front-end that sends no first message, or begins one and does not finish
+   * it, within this many milliseconds is disconnected, so it cannot hold the
+   * single connection slot (default MESSAGE_TIMEOUT_MS, 10 s).
+   */
+  messageTimeoutMs?: number;
 }
 
 export class VhostUserHost {
@@ -89,6 +95,7 @@ export class VhostUserHost {
   readonly #warn: (line: string) => void;
   readonly #listenFd: number;
   readonly #maxMappingBytes: number;
+  readonly #messageTimeoutMs: number | undefined;
   #listenWatcher: Watcher | null = null;
   #closed = false;
   #connectionWaiters: Array<() => void> = [];
@@ -122,6 +129,7 @@ export class VhostUserHost {
     this.#warn = options.warn ?? this.#log;
     this.#listenFd = listenFd;
     this.#maxMappingBytes = options.maxMappingBytes ?? MAX_MAPPING_BYTES;
+    this.#messageTimeoutMs = options.messageTimeoutMs;
     this.#rings = new Rings(this.#device.queueCount, addon, this.#warn);
     this.#device.onConfigChange = () => this.#sendConfigChange();
   }
@@ -189,7 +197,7 @@ export class VhostUserHost {
       message: (message) => this.#handle(message),
       ended: (why) => this.#disconnect(why),
       warn: this.#warn,
-    });
+    }, this.#messageTimeoutMs);
     this.#log('front-end connected');
     for (const wake of this.#connectionWaiters.splice(0)) wake();
   }
