@@ -91,6 +91,10 @@ export {
   type HttpStats,
   type ImageIdentity,
   type RetryOptions,
+  ChunkCache,
+  chunkCacheAvailable,
+  type ChunkCacheOptions,
+  type ChunkCacheStats,
 } from './backends/http.ts';
 export {
   CHUNK_DIR,

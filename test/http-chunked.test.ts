@@ -188,4 +188,15 @@ describe('chunked images', () => {
     expect(onStorageError.mock.calls[0]![0]).toMatchObject({ code: 'corrupt', reason: 'integrity', chunk: 1 });
     backend.close();
   });
+
+  test('where OPFS has no sync access handles (Node), the chunk cache option is ignored and reads work', async () => {
+    const bytes = image(11);
+    const { name, url } = await publish(bytes);
+    const backend = await HttpChunkedBackend.open(url, { ...FAST, chunkCache: { maxBytes: 1 << 20 } });
+    expect(backend.chunkCache).toBeNull();
+    same(await read(backend, 0, bytes.length), bytes);
+    expect(chunkRequests(name).length).toBe(backend.manifest.chunks.filter((c) => c !== null).length);
+    backend.close();
+    await expect(HttpChunkedBackend.open(url, { ...FAST, chunkCache: { maxBytes: -1 } })).rejects.toThrow(RangeError);
+  });
 });

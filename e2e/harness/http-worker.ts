@@ -9,6 +9,7 @@ import type { BlockBackend } from '../../src/backends/backend.ts';
 import { HttpChunkedBackend } from '../../src/backends/http-chunked.ts';
 import { HttpRangeBackend } from '../../src/backends/http-range.ts';
 import { backendContract, pattern, type BackendFactory } from '../../test/contract/backend-contract.ts';
+import { hex } from '../../src/pack/manifest.ts';
 import { serve } from './rpc.ts';
 
 export type Form = 'range' | 'chunked' | 'chunked-gzip';
@@ -62,8 +63,52 @@ serve({
     const expected = pattern(total, seed).subarray(offset, offset + length);
     return dst.findIndex((b, i) => b !== expected[i]);
   },
+  /** SHA-256 (hex) of `length` bytes read at `offset` through the open backend. */
+  sha256: async ({ offset, length }: { offset: number; length: number }) => {
+    const dst = new Uint8Array(length);
+    await open!.read(offset, dst);
+    return hex(await crypto.subtle.digest('SHA-256', dst));
+  },
   close: () => {
     open?.close();
     open = null;
   },
+  /** Open a chunked image with an OPFS chunk cache in `directory`; whether the cache is in use. */
+  openCached: async ({ url, maxBytes, directory }: { url: string; maxBytes: number; directory: string }) => {
+    open?.close();
+    const backend = await HttpChunkedBackend.open(url, { ...FAST, chunkCache: { maxBytes, directory } });
+    open = backend;
+    return { size: backend.size, cached: backend.chunkCache !== null };
+  },
+  cacheStats: () => (open as HttpChunkedBackend).chunkCache!.stats,
+  /** The cache folder's files and their sizes, as OPFS has them. */
+  cacheFiles: async ({ directory }: { directory: string }) => {
+    const dir = await opfsDir(directory);
+    const files: Array<{ name: string; size: number }> = [];
+    for await (const [name, handle] of dir as unknown as AsyncIterable<[string, FileSystemFileHandle]>) {
+      files.push({ name, size: (await handle.getFile()).size });
+    }
+    return files.sort((a, b) => a.name.localeCompare(b.name));
+  },
+  /** Overwrite a cached chunk file: flip one byte (`flip`) or cut it short (`truncate`). */
+  damageCacheFile: async ({ directory, name, how }: { directory: string; name: string; how: 'flip' | 'truncate' }) => {
+    const handle = await (await (await opfsDir(directory)).getFileHandle(name)).createSyncAccessHandle();
+    try {
+      if (how === 'truncate') handle.truncate(Math.floor(handle.getSize() / 2));
+      else {
+        const b = new Uint8Array(1);
+        handle.read(b, { at: 100 });
+        b[0]! ^= 0x01;
+        handle.write(b, { at: 100 });
+      }
+    } finally {
+      handle.close();
+    }
+  },
 });
+
+async function opfsDir(path: string): Promise<FileSystemDirectoryHandle> {
+  let dir = await navigator.storage.getDirectory();
+  for (const part of path.split('/').filter(Boolean)) dir = await dir.getDirectoryHandle(part);
+  return dir;
+}

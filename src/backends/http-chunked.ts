@@ -12,6 +12,11 @@
 // the manifest lists as null (all zeroes) reads as zeroes without a request;
 // a chunk it lists whose file is missing (404) is a 'not-found' error naming
 // the chunk, never zeroes.
+//
+// With `chunkCache` (http-chunk-cache.ts), verified chunks are also kept in
+// OPFS by their hash and read from there — checked again — before asking
+// the network; where OPFS sync access handles do not exist the option does
+// nothing (`chunkCache` on the backend is then null).
 
 import { StorageErrorCode } from './backend.ts';
 import { BlockReader, type BlockCacheOptions, type BlockSource } from './http-blocks.ts';
@@ -27,6 +32,7 @@ import {
   type RetryPolicy,
 } from './http-fetch.ts';
 import { HttpImageBackend } from './http-image.ts';
+import { openChunkCache, type ChunkCache, type ChunkCacheOptions } from './http-chunk-cache.ts';
 import {
   Compression,
   ManifestError,
@@ -41,6 +47,8 @@ export interface HttpChunkedOptions extends RetryOptions, BlockCacheOptions {
   headers?: Record<string, string>;
   /** fetch's credentials mode. Default 'same-origin'. */
   credentials?: RequestCredentials;
+  /** Keep verified chunks in OPFS, bounded, keyed by hash (dedicated workers only; elsewhere ignored). */
+  chunkCache?: ChunkCacheOptions;
 }
 
 /** Largest manifest accepted: 64 bytes and a bit per chunk, for 2^20 chunks. */
@@ -54,12 +62,15 @@ export class HttpChunkedBackend extends HttpImageBackend {
   readonly manifest: ChunkedManifest;
   /** SHA-256 of the manifest's bytes: the image's identity. */
   readonly identity: string;
+  /** The OPFS chunk cache in use (its `stats` count hits and stores), or null. */
+  readonly chunkCache: ChunkCache | null;
 
-  private constructor(url: string, manifest: ChunkedManifest, identity: string, reader: BlockReader) {
+  private constructor(url: string, manifest: ChunkedManifest, identity: string, reader: BlockReader, cache: ChunkCache | null) {
     super(manifest.size, reader);
     this.url = url;
     this.manifest = manifest;
     this.identity = identity;
+    this.chunkCache = cache;
   }
 
   /** Fetch and check the manifest at `url` (e.g. https://host/image/manifest.json). */
@@ -86,8 +97,9 @@ export class HttpChunkedBackend extends HttpImageBackend {
       });
     }
     const identity = await sha256Hex(bytes.slice());
-    const reader = new BlockReader(new ChunkSource(href, manifest, options, policy), options);
-    return new HttpChunkedBackend(href, manifest, identity, reader);
+    const cache = options.chunkCache ? await openChunkCache(options.chunkCache) : null;
+    const reader = new BlockReader(new ChunkSource(href, manifest, options, policy, cache), options);
+    return new HttpChunkedBackend(href, manifest, identity, reader, cache);
   }
 }
 
@@ -104,8 +116,10 @@ class ChunkSource implements BlockSource {
   readonly #manifest: ChunkedManifest;
   readonly #options: HttpChunkedOptions;
   readonly #policy: RetryPolicy;
+  readonly #cache: ChunkCache | null;
 
-  constructor(base: string, manifest: ChunkedManifest, options: HttpChunkedOptions, policy: RetryPolicy) {
+  constructor(base: string, manifest: ChunkedManifest, options: HttpChunkedOptions, policy: RetryPolicy, cache: ChunkCache | null) {
+    this.#cache = cache;
     this.#base = base;
     this.#manifest = manifest;
     this.blockSize = manifest.chunkSize;
@@ -123,6 +137,8 @@ class ChunkSource implements BlockSource {
     const compression = this.#manifest.compression;
     const url = new URL(chunkPath(hash, compression), this.#base).href;
     const length = Math.min(this.blockSize, this.size - first * this.blockSize);
+    const cached = await this.#cache?.get(hash, length);
+    if (cached) return [cached];
     const stored = await withRetries(url, this.#policy, closed, async (signal) => {
       const response = await fetch(url, init(this.#options, signal));
       if (response.status !== 200) {
@@ -144,6 +160,7 @@ class ChunkSource implements BlockSource {
         { url, chunk: first },
       );
     }
+    await this.#cache?.put(hash, bytes);
     return [bytes];
   }
 }

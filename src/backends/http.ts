@@ -9,3 +9,4 @@ export { HttpChunkedBackend, type HttpChunkedOptions } from './http-chunked.ts';
 export { HttpImageBackend } from './http-image.ts';
 export { type BlockCacheOptions, type HttpStats } from './http-blocks.ts';
 export { HttpError, HttpErrorReason, type RetryOptions } from './http-fetch.ts';
+export { ChunkCache, chunkCacheAvailable, type ChunkCacheOptions, type ChunkCacheStats } from './http-chunk-cache.ts';
