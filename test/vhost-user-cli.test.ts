@@ -45,6 +45,14 @@ describe('virtio-blk-web CLI', () => {
     });
     expect(await cli('vhost-user', '--socket', join(dir, 's'), '--image', image, '--serial', 'x'.repeat(21))).toMatchObject({ code: 2 });
     expect(await cli('vhost-user', '--bogus')).toMatchObject({ code: 2 });
+    expect(await cli('vhost-user', '--socket', join(dir, 's'), '--image', image, '--image-url', 'http://127.0.0.1/m.json')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('--image and --image-url are exclusive'),
+    });
+    expect(await cli('vhost-user', '--socket', join(dir, 's'), '--image-url', 'disk/manifest.json')).toMatchObject({
+      code: 2,
+      stderr: expect.stringContaining('is not an absolute URL'),
+    });
   });
 
   test('another platform is told vhost-user needs Linux, exit 1', async () => {

@@ -17,6 +17,12 @@
 //      stop/restart), write again: the device stays write-through.
 //   3. read-only, served by the CLI in a child process: the guest sees ro,
 //      every write fails, the image does not change.
+//   4. a hosted image: a second ext4 image of the host's files is packed
+//      with `virtio-blk-web pack`, served by a plain static file server, and
+//      the CLI (`--image-url …/manifest.json`) serves it through the chunked
+//      HTTP backend — every chunk fetched on demand and SHA-256-checked. The
+//      guest mounts it read-only and checks each file against the host's
+//      hashes; its raw read of the disk hashes like the image file.
 // After each boot the host compares the guest's checksums with the file's
 // own, extracts the guest's files with debugfs, and runs `e2fsck -fn`.
 
@@ -29,9 +35,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { NodeFileBackend } from '../../src/backends/node-file.ts';
 import { VirtioBlkDevice } from '../../src/block/device.ts';
 import { openDiskImage, VhostUserHost } from '../../src/node.ts';
-import { firstBootScript, readOnlyScript, SCRATCH_MIB, secondBootScript } from './guest.ts';
+import { chunkPath, MANIFEST_FILE, parseManifest } from '../../src/pack/manifest.ts';
+import { firstBootScript, hostedImageScript, readOnlyScript, SCRATCH_MIB, secondBootScript } from './guest.ts';
 import { fsckProblems, makeExt4Image, provision, repoRoot, type LinuxAssets } from './provision.ts';
 import { boot, GuestFailure, reported, type BootResult } from './qemu.ts';
+import { serveDirectory } from './static-server.ts';
 
 const IMAGE_MIB = 64;
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
@@ -251,6 +259,46 @@ describe.sequential('Linux virtio_blk over vhost-user', () => {
       });
     } finally {
       cli.kill();
+    }
+  });
+
+  test('boot 4, a hosted image: packed, served by a static server, fetched chunk by chunk by the CLI', async () => {
+    const hosted = join(work, 'hosted.img');
+    makeExt4Image(hosted, 32, join(work, 'source'));
+    const site = join(work, 'site');
+    const pack = startCli(['pack', hosted, site, '--chunk-size', '256K', '--quiet']);
+    expect(await exitOf(pack), pack.output()).toBe(0);
+    const manifest = parseManifest(JSON.parse(readFileSync(join(site, MANIFEST_FILE), 'utf8')));
+    const chunkFiles = new Set(manifest.chunks.flatMap((c) => (c === null ? [] : [`/${chunkPath(c, manifest.compression)}`])));
+    // mke2fs writes only metadata and the files: most of the image is zero chunks, not stored.
+    expect(chunkFiles.size).toBeLessThan(manifest.chunks.length / 2);
+    const server = await serveDirectory(site);
+    const socketPath = join(work, 'http.sock');
+    const cli = startCli(['vhost-user', '--socket', socketPath, '--image-url', `${server.url}/${MANIFEST_FILE}`, '--serial', 'http-disk', '--once']);
+    try {
+      await waitForSocket(socketPath, cli);
+      const result = await boot({ assets, disk: { kind: 'vhost-user-mmio', socket: socketPath }, script: hostedImageScript() });
+      const cliExit = await exitOf(cli);
+      withConsole(result, () => {
+        expect(reported(result, 'ro')).toBe('1');
+        expect(reported(result, 'serial')).toBe('http-disk');
+        expect(Number(reported(result, 'sectors'))).toBe((32 << 20) / 512);
+        expect(reported(result, 'mounted')).toMatch(/^\/dev\/vda \/mnt ext4 ro[, ]/);
+        expect(reported(result, 'host-files-ok')).toBe(String(hostFiles.size));
+        expect(reported(result, 'tree-files')).toBe(String(hostFiles.size + 1));
+        expect(reported(result, 'disk-sha256')).toBe(sha256(readFileSync(hosted)));
+        // What the guest read came over HTTP: the manifest, then exactly the stored chunk files (no zero chunk, no 404).
+        expect(server.log.filter((r) => r.status !== 200)).toEqual([]);
+        expect(server.log[0]!.path).toBe(`/${MANIFEST_FILE}`);
+        expect(new Set(server.log.slice(1).map((r) => r.path))).toEqual(chunkFiles);
+        expect(cliExit, cli.output()).toBe(0);
+      });
+      console.log(
+        `boot 4: ${manifest.chunks.length} chunks of 256 KiB, ${chunkFiles.size} stored; ${server.log.length - 1} chunk requests`,
+      );
+    } finally {
+      cli.kill();
+      await server.close();
     }
   });
 });

@@ -139,3 +139,23 @@ report disk-sha256 $(dd if=/dev/vda iflag=direct bs=1M 2>/dev/null | sum256)
 `
   );
 }
+
+/**
+ * A hosted image (read-only, fetched over HTTP by the host as the guest reads
+ * it): mount it, check every file against the SHA256SUMS the host wrote into
+ * it, and hash the whole disk raw.
+ */
+export function hostedImageScript(): string {
+  return (
+    PRELUDE +
+    String.raw`[ "$(cat /sys/block/vda/ro)" = 1 ] || fail "the hosted disk is not read-only in the guest"
+mount -t ext4 -o ro,noload /dev/vda /mnt || fail "mount ro"
+report mounted "$(grep ' /mnt ' /proc/mounts)"
+` +
+    CHECK_HOST_FILES +
+    String.raw`report tree-files $(find /mnt/host -type f | wc -l)
+umount /mnt
+report disk-sha256 $(dd if=/dev/vda iflag=direct bs=1M 2>/dev/null | sum256)
+`
+  );
+}

@@ -6,22 +6,26 @@
 // usage errors); anything else is a bug and shows its stack.
 
 import { parseArgs } from 'node:util';
-import { StorageError } from '../../backends/backend.ts';
+import { StorageError, type BlockBackend } from '../../backends/backend.ts';
 import { CacheMode, VirtioBlkDevice } from '../../block/device.ts';
 import { RateLimiter, type RateLimiterConfig } from '../../limiter/index.ts';
 import { AddonUnavailableError, loadAddon } from './addon.ts';
 import { VhostUserHost } from './host.ts';
-import { openDiskImage } from './image.ts';
+import { openDiskImage, openHostedImage } from './image.ts';
 
 export const USAGE = `usage: virtio-blk-web vhost-user --socket PATH --image FILE [options]
+       virtio-blk-web vhost-user --socket PATH --image-url URL [options]
 
 Serve FILE (a raw disk image) as a vhost-user-blk device on the unix socket
-PATH. Then start QEMU with, e.g.:
+PATH; or, read-only, a hosted image fetched over HTTP as the guest reads it
+(URL: a chunked image's manifest.json from \`virtio-blk-web pack\`, or any
+raw image on a server that honours Range). Then start QEMU with, e.g.:
   -object memory-backend-memfd,id=mem,size=512M,share=on -M virt,memory-backend=mem
   -chardev socket,id=c0,path=PATH -device vhost-user-blk-pci,chardev=c0,num-queues=1
 (one queue: the device has one; QEMU otherwise asks for one per vCPU on PCI)
 
 options:
+  --image-url URL         serve a hosted image instead of a file (always read-only; see docs/http.md)
   --read-only             offer the disk read-only (VIRTIO_BLK_F_RO); the image is opened O_RDONLY
   --serial ID             the disk's serial (GET_ID), up to 20 ASCII bytes
   --cache MODE            writeback (FLUSH is fdatasync; default) or unsafe (FLUSH does nothing)
@@ -34,6 +38,7 @@ options:
 /** What `virtio-blk-web --help` prints: every command, then the first one's details. */
 const COMMANDS = `commands:
   virtio-blk-web vhost-user --socket PATH --image FILE [options]   serve a disk image to QEMU
+  virtio-blk-web vhost-user --socket PATH --image-url URL [...]    serve a hosted image (read-only)
   virtio-blk-web pack IMAGE OUTDIR [--chunk-size N] [--compress]   pack an image for HTTP hosting
   (virtio-blk-web pack --help for its options)
 
@@ -76,6 +81,7 @@ async function serve(argv: string[]): Promise<number> {
       options: {
         socket: { type: 'string' },
         image: { type: 'string' },
+        'image-url': { type: 'string' },
         'read-only': { type: 'boolean', default: false },
         serial: { type: 'string' },
         cache: { type: 'string', default: 'writeback' },
@@ -95,7 +101,10 @@ async function serve(argv: string[]): Promise<number> {
     return 0;
   }
   if (!parsed.socket) throw new CliError(`--socket PATH is required\n\n${USAGE}`, 2);
-  if (!parsed.image) throw new CliError(`--image FILE is required\n\n${USAGE}`, 2);
+  const imageUrl = parsed['image-url'];
+  if (!parsed.image && !imageUrl) throw new CliError(`--image FILE is required (or --image-url URL)\n\n${USAGE}`, 2);
+  if (parsed.image && imageUrl) throw new CliError(`--image and --image-url are exclusive: give one\n\n${USAGE}`, 2);
+  if (imageUrl !== undefined && !URL.canParse(imageUrl)) throw new CliError(`--image-url: "${imageUrl}" is not an absolute URL`, 2);
   if (parsed.cache !== CacheMode.Writeback && parsed.cache !== CacheMode.Unsafe) {
     throw new CliError(`--cache must be writeback or unsafe, got "${parsed.cache}"`, 2);
   }
@@ -109,10 +118,11 @@ async function serve(argv: string[]): Promise<number> {
   // Build the addon before opening anything, so a missing compiler is the first thing reported.
   const addon = loadAddon();
 
-  const readOnly = parsed['read-only'];
-  const backend = openDiskImage(parsed.image, { readOnly, addon });
+  const readOnly = parsed['read-only'] || imageUrl !== undefined;
+  const name = imageUrl ?? parsed.image!;
+  const backend: BlockBackend = imageUrl ? await openHostedImage(imageUrl) : openDiskImage(name, { readOnly, addon });
   if (backend.size % 512 !== 0) {
-    process.stderr.write(`warning: ${parsed.image} is not a multiple of 512 bytes; the tail is not visible\n`);
+    process.stderr.write(`warning: ${name} is not a multiple of 512 bytes; the tail is not visible\n`);
   }
   let device: VirtioBlkDevice;
   try {
@@ -153,7 +163,7 @@ async function serve(argv: string[]): Promise<number> {
   }
   const mib = (backend.size / (1 << 20)).toFixed(1);
   process.stderr.write(
-    `virtio-blk-web: serving ${parsed.image} (${mib} MiB, ${readOnly ? 'read-only' : 'read-write'}) on ${parsed.socket}\n`,
+    `virtio-blk-web: serving ${name} (${mib} MiB, ${readOnly ? 'read-only' : 'read-write'}) on ${parsed.socket}\n`,
   );
 
   let stopping = false;
@@ -162,8 +172,8 @@ async function serve(argv: string[]): Promise<number> {
     stopping = true;
     if (parsed.verbose) process.stderr.write(`virtio-blk-web: stopping (${why})\n`);
     await host.close();
-    backend.flush();
-    backend.close();
+    await backend.flush();
+    await backend.close();
   };
   const stopped = new Promise<void>((resolve) => {
     for (const signal of ['SIGINT', 'SIGTERM'] as const) {
