@@ -66,8 +66,48 @@ export interface ImageOptions {
   lastModified?: boolean;
 }
 
+/** An image's bytes: a plain array, or a SparseBytes too large for one. */
+export interface ImageBytes {
+  readonly length: number;
+  subarray(from: number, to: number): Uint8Array;
+}
+
+/**
+ * A sparse image of any size (over 4 GiB: larger than a Node Buffer may be):
+ * zeroes except for the extents given. `subarray` builds the bytes of a range
+ * on demand; a range without data is a view of one shared zero buffer.
+ */
+export class SparseBytes implements ImageBytes {
+  readonly #extents: Array<{ offset: number; bytes: Uint8Array }>;
+  #zero = new Uint8Array(0);
+  constructor(
+    readonly length: number,
+    extents: Array<{ offset: number; bytes: Uint8Array }>,
+  ) {
+    this.#extents = extents;
+    for (const e of extents) if (e.offset < 0 || e.offset + e.bytes.length > length) throw new RangeError('extent outside the image');
+  }
+
+  subarray(from: number, to = this.length): Uint8Array {
+    const end = Math.min(to, this.length);
+    const n = Math.max(0, end - from);
+    const hits = this.#extents.filter((e) => e.offset < end && e.offset + e.bytes.length > from);
+    if (hits.length === 0) {
+      if (this.#zero.length < n) this.#zero = new Uint8Array(n);
+      return this.#zero.subarray(0, n);
+    }
+    const out = new Uint8Array(n);
+    for (const e of hits) {
+      const a = Math.max(from, e.offset);
+      const b = Math.min(end, e.offset + e.bytes.length);
+      out.set(e.bytes.subarray(a - e.offset, b - e.offset), a - from);
+    }
+    return out;
+  }
+}
+
 interface Image {
-  bytes: Uint8Array;
+  bytes: ImageBytes;
   version: number;
   options: ImageOptions;
 }
@@ -135,12 +175,12 @@ export class FaultServer {
   }
 
   /** Serve `bytes` as a Range image at /images/NAME. */
-  putImage(name: string, bytes: Uint8Array, options: ImageOptions = {}): void {
+  putImage(name: string, bytes: ImageBytes, options: ImageOptions = {}): void {
     this.#images.set(name, { bytes, version: 1, options });
   }
 
   /** Replace an image's bytes: a new ETag and Last-Modified, as a redeploy would. */
-  replaceImage(name: string, bytes: Uint8Array): void {
+  replaceImage(name: string, bytes: ImageBytes): void {
     const image = this.#images.get(name);
     if (!image) throw new Error(`no image ${name}`);
     image.bytes = bytes;
@@ -148,7 +188,7 @@ export class FaultServer {
   }
 
   /** Pack `bytes` with the real pack core and serve it under /chunked/NAME/. */
-  async putChunked(name: string, bytes: Uint8Array, options: { chunkSize?: number; compress?: boolean } = {}): Promise<ChunkedManifest> {
+  async putChunked(name: string, bytes: ImageBytes, options: { chunkSize?: number; compress?: boolean } = {}): Promise<ChunkedManifest> {
     const prefix = `/chunked/${name}/`;
     const files = this.#files;
     const manifest = await packStream(
@@ -310,7 +350,7 @@ export class FaultServer {
     // If-Range names the representation the client has; any other gets the whole new one (RFC 9110 §13.1.5).
     const ifRangeHolds = record.ifRange === null || record.ifRange === etag || record.ifRange === lastModified;
     if (range === null || !ifRangeHolds || fault?.kind === 'no-range') {
-      this.#send(req, res, 200, validators, image.bytes, fault, record);
+      this.#send(req, res, 200, validators, image.bytes.subarray(0, size), fault, record);
       return;
     }
     const start = Number(range[1]);
