@@ -19,6 +19,14 @@ export interface BlockBackend {
   readonly supportsDiscard: boolean;
   /** Whether `writeZeroes` may be offered to the guest (VIRTIO_BLK_F_WRITE_ZEROES). */
   readonly supportsWriteZeroes: boolean;
+  /**
+   * Optional: what names this disk's content, for a copy-on-write overlay to
+   * pin its base to (overlay.ts). A string (a chunked image's manifest hash)
+   * or an HTTP image's validators (ETag, else Last-Modified). Backends that
+   * cannot name their content omit it; the overlay then needs a caller-given
+   * identity.
+   */
+  readonly identity?: string | { readonly size: number; readonly etag: string | null; readonly lastModified: string | null };
 
   /** Fill `dst` with the bytes at `offset`. The range lies inside the disk. */
   read(offset: number, dst: Uint8Array): MaybePromise;
@@ -70,6 +78,8 @@ export const StorageErrorCode = {
   NotFound: 'not-found',
   /** A remote read-only image changed under a running guest (its ETag, Last-Modified or size moved). */
   ImageChanged: 'image-changed',
+  /** A copy-on-write overlay's top was made over another base (its size or identity differs). */
+  BaseMismatch: 'base-mismatch',
 } as const;
 export type StorageErrorCode = (typeof StorageErrorCode)[keyof typeof StorageErrorCode];
 

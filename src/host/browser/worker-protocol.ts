@@ -69,6 +69,28 @@ export type BackendSpec =
     }
   | {
       /**
+       * A copy-on-write overlay (src/backends/overlay.ts): `top` holds every
+       * block the guest changed over the read-only `base`, tied to the base's
+       * identity. `top` is a memory, OPFS or IndexedDB kind; a new one is
+       * created at the size the overlay needs (its `size` is ignored).
+       */
+      kind: 'overlay';
+      base: BackendSpec;
+      top: BackendSpec;
+      /** Block size of a new top (a power of two, 4 KiB to 16 MiB; default 64 KiB). */
+      blockSize?: number;
+      /**
+       * The base's content identity. Default: the base's own (an HTTP
+       * image's ETag or Last-Modified, a chunked image's manifest hash), else
+       * its name for OPFS and IndexedDB ('opfs:DIR/NAME', 'indexeddb:NAME':
+       * give one that changes when such a base is rewritten), else a SHA-256
+       * of a memory base's data.
+       */
+      baseIdentity?: string;
+      readOnly?: boolean;
+    }
+  | {
+      /**
        * A backend of your own: the device worker imports the ES module at
        * `url` (absolute, or relative to the page) and awaits its exported
        * `openBackend(options)`, which returns a BlockBackend.
