@@ -81,6 +81,13 @@ export function vcpuHandlers(ctx: VcpuContext): Handlers {
       const want = pattern(bytes, seed);
       return got.findIndex((b, i) => b !== want[i]);
     },
+    /** `bytes` (at most the data area) read at `sector`, as base64: for tests that check a whole image on the host. */
+    readBase64: async ({ sector, bytes }: { sector: number; bytes: number }) => {
+      const got = await need().read(sector, bytes, { addr: data.addr, len: bytes });
+      let text = '';
+      for (let i = 0; i < got.length; i += 0x8000) text += String.fromCharCode(...got.subarray(i, i + 0x8000));
+      return btoa(text);
+    },
     flush: () => need().flush(),
     capacity: () => need().capacitySectors,
     /** The status of one read or write of `bytes` at `sector`. */

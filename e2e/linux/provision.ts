@@ -47,11 +47,11 @@ export class ProvisionError extends Error {
   override readonly name = 'ProvisionError';
 }
 
-function log(line: string): void {
+export function log(line: string): void {
   process.stderr.write(`[provision] ${line}\n`);
 }
 
-function which(command: string): string | null {
+export function which(command: string): string | null {
   const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin']);
   for (const d of dirs) {
     const p = join(d, command);
@@ -60,7 +60,7 @@ function which(command: string): string | null {
   return null;
 }
 
-function run(command: string, args: string[], options: { cwd?: string } = {}): string {
+export function run(command: string, args: string[], options: { cwd?: string } = {}): string {
   const r = spawnSync(command, args, { cwd: options.cwd, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.status !== 0) {
     throw new ProvisionError(`${command} ${args.join(' ')} failed (${r.status ?? r.signal}):\n${r.stderr}${r.stdout}`);
@@ -68,12 +68,15 @@ function run(command: string, args: string[], options: { cwd?: string } = {}): s
   return r.stdout;
 }
 
-const isRoot = (): boolean => process.getuid?.() === 0;
+export const isRoot = (): boolean => process.getuid?.() === 0;
+
+/** The ext4 tools alone, for tests that build or check an image without booting (the Chromium ext4 test). */
+export const E2FS_TOOLS: Record<string, string> = { mke2fs: 'e2fsprogs', e2fsck: 'e2fsprogs', debugfs: 'e2fsprogs' };
 
 /** Install missing host tools (as root) or explain how. */
-export function ensureHostTools(): void {
+export function ensureHostTools(tools: Record<string, string> = HOST_TOOLS): void {
   if (process.platform !== 'linux') throw new ProvisionError('the Linux boot tests need a Linux host');
-  const missing = [...new Set(Object.entries(HOST_TOOLS).filter(([cmd]) => !which(cmd)).map(([, pkg]) => pkg))];
+  const missing = [...new Set(Object.entries(tools).filter(([cmd]) => !which(cmd)).map(([, pkg]) => pkg))];
   if (missing.length === 0) return;
   if (!isRoot() || !which('apt-get')) {
     throw new ProvisionError(
