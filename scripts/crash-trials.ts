@@ -1,4 +1,4 @@
-// npm run crash-trials -- --runs N [--backend opfs|indexeddb|all] [--mode workload|create|all] [--seed S] [--port P]
+// npm run crash-trials -- --runs N [--backend opfs|indexeddb|all] [--mode workload|create|resize|close|all] [--seed S] [--port P] [--quiet]
 //
 // Many crash trials (e2e/harness/crash-runner.ts): for each backend and mode,
 // N trials of "SIGKILL the browser at a random moment, relaunch, check every
@@ -6,9 +6,12 @@
 // own Vite server on --port (default $E2E_PORT or 5321) unless one already
 // answers there. Prints one line per trial and a summary per backend and mode;
 // exits 1 when any sector was lost or torn or any trial failed.
+//
+// --break-flush (self-test, docs/crash-trials.md): run on a disk that drops
+// FLUSHes; the run must then find losses, and exits 1 if it finds none.
 
 import { createServer } from 'vite';
-import { runCrashTrials, type CrashMode } from '../e2e/harness/crash-runner.ts';
+import { CRASH_MODES, runCrashTrials, type CrashMode } from '../e2e/harness/crash-runner.ts';
 import type { CrashBackend } from '../e2e/harness/crash-worker.ts';
 
 function arg(name: string, fallback: string): string {
@@ -20,9 +23,11 @@ const runs = Number(arg('runs', '20'));
 const seed = Number(arg('seed', String(Date.now() % 100000)));
 const port = Number(arg('port', process.env.E2E_PORT ?? '5321'));
 const backends: CrashBackend[] = arg('backend', 'all') === 'all' ? ['opfs', 'indexeddb'] : [arg('backend', '') as CrashBackend];
-const modes: CrashMode[] = arg('mode', 'all') === 'all' ? ['workload', 'create'] : [arg('mode', '') as CrashMode];
+const modes = arg('mode', 'all') === 'all' ? [...CRASH_MODES] : arg('mode', '').split(',').map((m) => m as CrashMode);
 const quiet = process.argv.includes('--quiet');
+const breakFlush = process.argv.includes('--break-flush');
 if (!(Number.isInteger(runs) && runs > 0)) throw new Error(`--runs ${runs} is not a positive whole number`);
+for (const m of modes) if (!CRASH_MODES.includes(m)) throw new Error(`--mode ${m}: not one of ${CRASH_MODES.join(', ')}, all`);
 
 const baseURL = `http://127.0.0.1:${port}`;
 const running = await fetch(baseURL).then(
@@ -32,20 +37,22 @@ const running = await fetch(baseURL).then(
 const server = running ? null : await createServer({ server: { port, strictPort: true, hmr: false, watch: null } });
 await server?.listen();
 
-console.log(`crash trials: ${runs} per backend and mode, seed ${seed}, ${baseURL}`);
+console.log(`crash trials: ${runs} per backend and mode, seed ${seed}, ${baseURL}${breakFlush ? ', on the BROKEN disk (self-test)' : ''}`);
 let failed = false;
 try {
   for (const backend of backends) {
     for (const mode of modes) {
-      const summary = await runCrashTrials({ backend, mode, runs, seed, baseURL, onTrial: quiet ? undefined : (line) => console.log(line) });
-      failed ||= summary.problems.length > 0;
+      const started = Date.now();
+      const summary = await runCrashTrials({ backend, mode, runs, seed, baseURL, breakFlush, onTrial: quiet ? undefined : (line) => console.log(line) });
+      // The self-test passes when the broken disk was caught.
+      failed ||= breakFlush ? summary.problems.length === 0 : summary.problems.length > 0;
       for (const p of summary.problems) console.log(`PROBLEM ${backend} ${mode}: ${p}`);
       console.log(
         `SUMMARY ${backend} ${mode}: ${summary.trials} trials, ` +
-          (mode === 'workload'
+          (mode !== 'create'
             ? `${summary.flushesBeforeKill} completed FLUSHes before the kills, ${summary.sectorsChecked} sectors checked, ${summary.lostSectors} lost, ${summary.tornSectors} torn`
             : `${summary.creationsBeforeKill} creations completed before the kills`) +
-          `, ${summary.problems.length} problems`,
+          `, ${summary.problems.length} problems, ${((Date.now() - started) / 1000 / Math.max(summary.trials, 1)).toFixed(1)} s per trial`,
       );
     }
   }

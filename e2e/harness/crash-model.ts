@@ -12,19 +12,43 @@
 // (the runner may have missed a later one, which only widens what is
 // allowed): a sector must hold what it held at L, or what any op after L
 // stored there. Anything older is a lost flushed write.
+//
+// Two variants add ops (WorkloadShape.variant):
+// - 'resize': the disk is grown and shrunk (Disk.resize) between writes. A
+//   shrink stores zeroes in the sectors it cuts off (a later grow must show
+//   zeroes there, never the old data). The size is promised like a write:
+//   after the crash the disk has the size it had at L or a size a resize
+//   after L set (the one in progress included); any other size loses the
+//   whole trial. Every sector inside the surviving size is checked as above.
+// - 'close': Disk.close (which flushes, then releases the handle and the
+//   lock) and a reopen that must not wait for any lock. A completed close
+//   counts as a FLUSH: it is reported as one.
 
 export const SECTOR = 512;
 
 export type Op =
   | { kind: 'write'; sector: number; count: number }
   | { kind: 'zeroes'; sector: number; count: number }
-  | { kind: 'flush' };
+  | { kind: 'flush' }
+  /** Change the size to `sectors`; `from` is the size before. */
+  | { kind: 'resize'; sectors: number; from: number }
+  /** Close the disk (flushing it) and open it again. */
+  | { kind: 'close' };
+
+export type WorkloadVariant = 'plain' | 'resize' | 'close';
 
 export interface WorkloadShape {
   seed: number;
   ops: number;
-  /** Disk size in sectors. */
+  /** Disk size in sectors at the start. */
   sectors: number;
+  /** Default 'plain': writes, write-zeroes and FLUSHes only. */
+  variant?: WorkloadVariant;
+}
+
+/** The most sectors a workload's disk can have (a 'resize' workload grows up to twice its start). */
+export function maxSectors(shape: WorkloadShape): number {
+  return shape.variant === 'resize' ? 2 * shape.sectors : shape.sectors;
 }
 
 function generator(seed: number): () => number {
@@ -45,21 +69,54 @@ export function xorshift32(state: number): () => number {
 }
 
 /** The ops of a workload, in order. */
-export function workloadOps({ seed, ops, sectors }: WorkloadShape): Op[] {
+export function workloadOps({ seed, ops, sectors, variant = 'plain' }: WorkloadShape): Op[] {
+  // The 'plain' sequence is the one earlier runs used: other variants draw extra numbers only in their own branches.
   const next = generator(seed * 7919 + 17);
   const out: Op[] = [];
+  let size = sectors;
   for (let i = 0; i < ops; i++) {
     const r = next() % 100;
     if (r < 14) {
       out.push({ kind: 'flush' });
       continue;
     }
+    if (variant === 'close' && r < 26) {
+      out.push({ kind: 'close' });
+      continue;
+    }
+    if (variant === 'resize' && r < 24) {
+      // A multiple of 8 sectors from 1/8 of the start to twice it: often not
+      // on an IndexedDB chunk edge (512 sectors), so partial chunks are cut.
+      const to = 8 * (sectors / 64 + (next() % ((2 * sectors - sectors / 8) / 8 + 1)));
+      out.push({ kind: 'resize', sectors: to, from: size });
+      size = to;
+      continue;
+    }
     // Mostly small writes, some up to 256 sectors (128 KiB, across chunk edges).
-    const count = r < 80 ? 1 + (next() % 16) : 1 + (next() % 256);
-    const sector = next() % (sectors - count + 1);
+    const count = Math.min(size, r < 80 ? 1 + (next() % 16) : 1 + (next() % 256));
+    const sector = next() % (size - count + 1);
     out.push({ kind: r < 95 ? 'write' : 'zeroes', sector, count });
   }
   return out;
+}
+
+/** The sectors a resize op cuts off (stored as zeroes in the model), or none. */
+function cutOff(op: Op): { sector: number; count: number } | null {
+  if (op.kind === 'resize') return op.sectors < op.from ? { sector: op.sectors, count: op.from - op.sectors } : null;
+  return op.kind === 'write' || op.kind === 'zeroes' ? op : null;
+}
+
+/** The sizes (in sectors) a disk may have after a crash: its size at op `lastFlush`, or any a later resize set. */
+export function allowedSizes(shape: WorkloadShape, lastFlush: number): Set<number> {
+  let atFlush = shape.sectors;
+  const allowed = new Set<number>();
+  workloadOps(shape).forEach((op, i) => {
+    if (op.kind !== 'resize') return;
+    if (i <= lastFlush) atFlush = op.sectors;
+    else allowed.add(op.sectors);
+  });
+  allowed.add(atFlush);
+  return allowed;
 }
 
 /** The bytes write `op` stores in sector `sector`. */
@@ -92,16 +149,26 @@ export interface CheckResult {
   examples: string[];
 }
 
-/** Check `disk` (its first `sectors` sectors) against the workload, `lastFlush` the op index of the last known completed FLUSH (-1: none). */
-export function checkDisk(shape: WorkloadShape, lastFlush: number, read: (sector: number) => Uint8Array): CheckResult {
+/**
+ * Check a disk read back after a crash against the workload, `lastFlush` the
+ * op index of the last known completed FLUSH (-1: none) and `size` the
+ * disk's size in sectors now (default: the workload's start size). A size
+ * the model does not allow counts every sector as lost.
+ */
+export function checkDisk(shape: WorkloadShape, lastFlush: number, read: (sector: number) => Uint8Array, size = shape.sectors): CheckResult {
+  if (!allowedSizes(shape, lastFlush).has(size)) {
+    const allowed = [...allowedSizes(shape, lastFlush)].sort((a, b) => a - b);
+    return { sectors: size, lost: Math.max(size, 1), torn: 0, examples: [`size ${size} sectors; allowed: ${allowed.join(', ')}`] };
+  }
   const ops = workloadOps(shape);
-  // For each sector: the op that last stored it at or before lastFlush (-1: never, zeroes),
-  // and the set of ops after lastFlush that store it (writes as op numbers, zeroes as -2 - op).
-  const atFlush = new Int32Array(shape.sectors).fill(-1);
+  // For each sector: the op that last stored it at or before lastFlush (-1: never, or zeroes),
+  // and the set of ops after lastFlush that store it (writes as their op numbers, zeroes as -1).
+  const atFlush = new Int32Array(maxSectors(shape)).fill(-1);
   const later = new Map<number, Set<number>>();
   ops.forEach((op, i) => {
-    if (op.kind === 'flush') return;
-    for (let s = op.sector; s < op.sector + op.count; s++) {
+    const range = cutOff(op);
+    if (!range) return;
+    for (let s = range.sector; s < range.sector + range.count; s++) {
       const version = op.kind === 'write' ? i : -1;
       if (i <= lastFlush) atFlush[s] = version;
       else {
@@ -111,11 +178,11 @@ export function checkDisk(shape: WorkloadShape, lastFlush: number, read: (sector
       }
     }
   });
-  const result: CheckResult = { sectors: shape.sectors, lost: 0, torn: 0, examples: [] };
+  const result: CheckResult = { sectors: size, lost: 0, torn: 0, examples: [] };
   const note = (what: string) => {
     if (result.examples.length < 5) result.examples.push(what);
   };
-  for (let s = 0; s < shape.sectors; s++) {
+  for (let s = 0; s < size; s++) {
     const bytes = read(s);
     const allowed = (v: number) => v === atFlush[s] || (later.get(s)?.has(v) ?? false);
     if (bytes.every((b) => b === 0)) {

@@ -8,6 +8,11 @@
 // and check the disk against the model (crash-model.ts) in the relaunched
 // browser, which then runs the next trial. No sleeps: every wait is for an
 // event (a report, a page being ready, a call returning).
+//
+// Modes: 'workload' (writes, write-zeroes and FLUSHes on the backend),
+// 'create' (disks made one after another), 'resize' and 'close' (a workload
+// through a Disk with Disk.resize, or Disk.close and a reopen, among its
+// ops; crash-model.ts says what each promises).
 
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -18,7 +23,8 @@ import { chromiumArgs, chromiumExecutable } from '../chromium.ts';
 import { xorshift32, type CheckResult, type WorkloadShape } from './crash-model.ts';
 import type { CrashBackend, CrashReport } from './crash-worker.ts';
 
-export type CrashMode = 'workload' | 'create';
+export type CrashMode = 'workload' | 'create' | 'resize' | 'close';
+export const CRASH_MODES: readonly CrashMode[] = ['workload', 'create', 'resize', 'close'];
 
 export interface CrashTrialOptions {
   backend: CrashBackend;
@@ -30,6 +36,13 @@ export interface CrashTrialOptions {
   baseURL: string;
   /** Called after each checked trial. */
   onTrial?: (line: string) => void;
+  /**
+   * Self-test only: run the trials on crash-broken.ts's disk, which drops
+   * every second FLUSH and the flush of every close. The trials must then
+   * report lost sectors (or lost markers); a run that does not is a trial
+   * that cannot fail.
+   */
+  breakFlush?: boolean;
 }
 
 export interface CrashTrialSummary {
@@ -37,7 +50,7 @@ export interface CrashTrialSummary {
   mode: CrashMode;
   /** Trials run and checked. */
   trials: number;
-  /** Completed FLUSHes the runner heard of before its kills (workload mode). */
+  /** Completed FLUSHes (and closes) the runner heard of before its kills (workload, resize and close modes). */
   flushesBeforeKill: number;
   /** Creations the runner heard of before its kills (create mode). */
   creationsBeforeKill: number;
@@ -109,15 +122,16 @@ export async function runCrashTrials(options: CrashTrialOptions): Promise<CrashT
       const next = generator(trialSeed);
       reports = [];
       // Kill when this many reports have arrived (or when the run ends by itself).
-      const total = mode === 'workload' ? WORKLOAD_OPS : 2 * CREATIONS;
+      const total = mode === 'create' ? 2 * CREATIONS : WORKLOAD_OPS;
       const killAt = 1 + (next() % (total - 1));
       const reached = new Promise<void>((resolve) => (waiter = { count: killAt, resolve }));
       const name = `trial-${t}`;
-      const shape: WorkloadShape = { seed: trialSeed, ops: WORKLOAD_OPS, sectors: DISK_SECTORS };
+      const shape: WorkloadShape = { seed: trialSeed, ops: WORKLOAD_OPS, sectors: DISK_SECTORS, variant: mode === 'workload' || mode === 'create' ? 'plain' : mode };
+      const broken = options.breakFlush === true;
       const run =
-        mode === 'workload'
-          ? call(page, 'workload', { backend, name, shape })
-          : call(page, 'create', { backend, prefix: name, seed: trialSeed, count: CREATIONS });
+        mode === 'create'
+          ? call(page, 'create', { backend, prefix: name, seed: trialSeed, count: CREATIONS, broken })
+          : call(page, 'workload', { backend, name, shape, broken });
       // Errors after the kill are expected; before it they are failures.
       let runError: unknown = null;
       const ran = run.then(
@@ -134,7 +148,7 @@ export async function runCrashTrials(options: CrashTrialOptions): Promise<CrashT
       await context.close().catch(() => undefined);
       context = await launch();
 
-      if (mode === 'workload') {
+      if (mode !== 'create') {
         let lastFlush = -1;
         for (const r of seen) if ('op' in r && r.flush) lastFlush = r.op;
         summary.flushesBeforeKill += seen.filter((r) => 'op' in r && r.flush).length;
@@ -147,7 +161,7 @@ export async function runCrashTrials(options: CrashTrialOptions): Promise<CrashT
           if (result.lost || result.torn) {
             summary.problems.push(`trial ${t} (seed ${trialSeed}, killed after ${seen.length} reports, last flush op ${lastFlush}): ${result.lost} lost, ${result.torn} torn: ${result.examples.join('; ')}`);
           }
-          options.onTrial?.(`${backend} workload trial ${t}: ${seen.length} ops reported, last flush op ${lastFlush}, lost ${result.lost}, torn ${result.torn}`);
+          options.onTrial?.(`${backend} ${mode} trial ${t}: ${seen.length} ops reported, last flush op ${lastFlush}, ${result.sectors} sectors, lost ${result.lost}, torn ${result.torn}`);
         };
       } else {
         let created = -1;

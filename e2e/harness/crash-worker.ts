@@ -4,11 +4,23 @@
 // runner can kill the browser at a moment it picked; after the relaunch it
 // checks what the disk holds. Reports are posted as {report} messages beside
 // the rpc replies.
+//
+// A 'plain' workload calls the backend directly. The 'resize' and 'close'
+// workloads go through a Disk, as an emulator's would: the same-thread host
+// (createSameThreadDisk) and the guest-side driver in this worker, so writes
+// and FLUSHes are virtio requests and the resize and the close are
+// Disk.resize and Disk.close. `broken` wraps the disk in crash-broken.ts
+// (the trials' self-test only); the checks always open the real disk.
 
 import type { BlockBackend } from '../../src/backends/backend.ts';
 import { IndexedDbBackend, deleteIndexedDbDisk } from '../../src/backends/indexeddb.ts';
 import { OpfsBackend, deleteOpfsDisk } from '../../src/backends/opfs.ts';
-import { SECTOR, checkDisk, createdDiskBytes, workloadOps, writeBytes, type WorkloadShape } from './crash-model.ts';
+import { BlkRequestType, BlkStatus } from '../../src/block/constants.ts';
+import { VirtioBlkDriver } from '../../src/driver/driver.ts';
+import { createSameThreadDisk, type SameThreadDisk } from '../../src/host/browser/same-thread.ts';
+import { GuestMemory } from '../../src/virtio/memory.ts';
+import { BrokenFlushBackend } from './crash-broken.ts';
+import { SECTOR, checkDisk, createdDiskBytes, workloadOps, writeBytes, type Op, type WorkloadShape } from './crash-model.ts';
 import { serve } from './rpc.ts';
 
 export type CrashBackend = 'opfs' | 'indexeddb';
@@ -39,10 +51,57 @@ async function report(r: CrashReport): Promise<void> {
   }
 }
 
-async function openDisk(backend: CrashBackend, name: string, size?: number): Promise<BlockBackend> {
-  // A small write-back cache, so that back-pressure write-back happens in the trials too.
-  if (backend === 'indexeddb') return IndexedDbBackend.open({ name, size, cacheBytes: 1024 * 1024, lockWaitMs: 10_000 });
-  return OpfsBackend.open({ name, directory: DIRECTORY, size, lockWaitMs: 10_000 });
+interface OpenOptions {
+  size?: number;
+  /** Wrap in the broken backend (self-test). */
+  broken?: boolean;
+  /** Default 10 s: a page's worker releases its lock a moment after it is gone. */
+  lockWaitMs?: number;
+}
+
+async function openDisk(backend: CrashBackend, name: string, { size, broken = false, lockWaitMs = 10_000 }: OpenOptions = {}): Promise<BlockBackend> {
+  const disk =
+    backend === 'indexeddb'
+      ? // A small write-back cache, so that back-pressure write-back happens in the trials too.
+        await IndexedDbBackend.open({ name, size, cacheBytes: 1024 * 1024, lockWaitMs })
+      : await OpfsBackend.open({ name, directory: DIRECTORY, size, lockWaitMs });
+  return broken ? new BrokenFlushBackend(disk) : disk;
+}
+
+const RAM_BASE = 0x4000_0000;
+/** Guest RAM for the driver's rings and its one data buffer (writes are at most 128 KiB). */
+const RAM_BYTES = 2 * 1024 * 1024;
+
+/** A Disk over `backend` with the driver attached, as an emulator and its guest would have. */
+async function attach(backend: BlockBackend): Promise<{ disk: SameThreadDisk; driver: VirtioBlkDriver }> {
+  const memory = new GuestMemory([{ guestAddress: RAM_BASE, source: new ArrayBuffer(RAM_BYTES) }]);
+  const disk = createSameThreadDisk({ memory, backend });
+  const driver = await VirtioBlkDriver.init({ mmio: disk.mmio, memory, arena: { addr: RAM_BASE, len: RAM_BYTES }, waitForInterrupt: () => disk.waitForInterrupt() });
+  return { disk, driver };
+}
+
+/** Run `ops` through a Disk: writes and FLUSHes as guest requests, resizes and closes on the Disk. */
+async function runThroughDisk(backend: CrashBackend, name: string, shape: WorkloadShape, ops: Op[], broken: boolean): Promise<void> {
+  let { disk, driver } = await attach(await openDisk(backend, name, { size: shape.sectors * SECTOR, broken }));
+  for (const [i, op] of ops.entries()) {
+    if (op.kind === 'write') await driver.write(op.sector, writeBytes(shape.seed, i, op.sector, op.count));
+    else if (op.kind === 'zeroes') {
+      const status = await driver.discardOrZero(BlkRequestType.WriteZeroes, [{ sector: op.sector, sectors: op.count, flags: i & 1 }]);
+      if (status !== BlkStatus.Ok) throw new Error(`write-zeroes at op ${i}: status ${status}`);
+    } else if (op.kind === 'flush') await driver.flush();
+    else if (op.kind === 'resize') {
+      await disk.resize(op.sectors * SECTOR);
+      if (driver.capacitySectors !== op.sectors) throw new Error(`resize at op ${i}: the guest sees ${driver.capacitySectors} sectors, not ${op.sectors}`);
+    } else {
+      await disk.close();
+      await report({ op: i, flush: true });
+      // Close released the lock: the disk opens again at once, without waiting.
+      ({ disk, driver } = await attach(await openDisk(backend, name, { broken, lockWaitMs: 0 })));
+      continue;
+    }
+    await report({ op: i, flush: op.kind === 'flush' });
+  }
+  await disk.close();
 }
 
 async function deleteDisk(backend: CrashBackend, name: string): Promise<void> {
@@ -62,13 +121,18 @@ function failure(err: unknown): string {
 serve({
   setReceivedCounter: ({ counter }: { counter: SharedArrayBuffer }) => void (received = new Int32Array(counter)),
   /** Run the workload to its end (the runner usually kills the browser first). */
-  workload: async ({ backend, name, shape }: { backend: CrashBackend; name: string; shape: WorkloadShape }) => {
-    const disk = await openDisk(backend, name, shape.sectors * SECTOR);
+  workload: async ({ backend, name, shape, broken = false }: { backend: CrashBackend; name: string; shape: WorkloadShape; broken?: boolean }) => {
     const ops = workloadOps(shape);
+    if ((shape.variant ?? 'plain') !== 'plain') {
+      await runThroughDisk(backend, name, shape, ops, broken);
+      return ops.length;
+    }
+    const disk = await openDisk(backend, name, { size: shape.sectors * SECTOR, broken });
     for (const [i, op] of ops.entries()) {
       if (op.kind === 'write') await disk.write(op.sector * SECTOR, writeBytes(shape.seed, i, op.sector, op.count));
       else if (op.kind === 'zeroes') await disk.writeZeroes(op.sector * SECTOR, op.count * SECTOR, (i & 1) === 0);
-      else await disk.flush();
+      else if (op.kind === 'flush') await disk.flush();
+      else throw new Error(`op ${i}: a plain workload has no ${op.kind}`);
       await report({ op: i, flush: op.kind === 'flush' });
     }
     await disk.close();
@@ -78,29 +142,30 @@ serve({
   checkWorkload: async ({ backend, name, shape, lastFlush }: { backend: CrashBackend; name: string; shape: WorkloadShape; lastFlush: number }) => {
     let disk: BlockBackend;
     try {
-      disk = await openDisk(backend, name);
+      // After a relaunch no lock may be left: the disk opens without waiting.
+      disk = await openDisk(backend, name, { lockWaitMs: 0 });
     } catch (err) {
       // The disk was created before the workload's first op; it must exist.
       return { sectors: shape.sectors, lost: shape.sectors, torn: 0, examples: [`open failed: ${failure(err)}`] };
     }
     try {
-      if (disk.size !== shape.sectors * SECTOR) {
-        return { sectors: shape.sectors, lost: shape.sectors, torn: 0, examples: [`size ${disk.size}, expected ${shape.sectors * SECTOR}`] };
+      if (disk.size % SECTOR !== 0) {
+        return { sectors: shape.sectors, lost: shape.sectors, torn: 0, examples: [`size ${disk.size} is not whole sectors`] };
       }
       const all = new Uint8Array(disk.size);
       await disk.read(0, all);
-      return checkDisk(shape, lastFlush, (s) => all.subarray(s * SECTOR, (s + 1) * SECTOR));
+      return checkDisk(shape, lastFlush, (s) => all.subarray(s * SECTOR, (s + 1) * SECTOR), disk.size / SECTOR);
     } finally {
       await disk.close();
       await deleteDisk(backend, name);
     }
   },
   /** Create disks prefix-0, prefix-1, … one after another, each with a flushed marker in its last sector. */
-  create: async ({ backend, prefix, seed, count }: { backend: CrashBackend; prefix: string; seed: number; count: number }) => {
+  create: async ({ backend, prefix, seed, count, broken = false }: { backend: CrashBackend; prefix: string; seed: number; count: number; broken?: boolean }) => {
     for (let i = 0; i < count; i++) {
       await report({ creating: i });
       const size = createdDiskBytes(seed, i);
-      const disk = await openDisk(backend, `${prefix}-${i}`, size);
+      const disk = await openDisk(backend, `${prefix}-${i}`, { size, broken });
       await disk.write(size - SECTOR, writeBytes(seed, i, size / SECTOR - 1, 1));
       await disk.flush();
       await disk.close();
@@ -139,7 +204,7 @@ serve({
       }
       // Creating it (again) must always give a disk of the full size.
       try {
-        const again = await openDisk(backend, name, size);
+        const again = await openDisk(backend, name, { size });
         if (again.size !== size) problems.push(`${name}: created again with ${again.size} bytes, expected ${size}`);
         await again.close();
       } catch (err) {
