@@ -28,6 +28,33 @@ export {
   type MmioState,
   type MmioStats,
 } from './virtio/mmio/mmio.ts';
+// virtio-pci (modern, §4.1): a PCI function for an emulator's bus (docs/pci.md).
+export {
+  VirtioPciError,
+  VirtioPciFunction,
+  type PciFunctionAccessor,
+  type VirtioPciOptions,
+} from './virtio/pci/function.ts';
+export {
+  BarRegion as PciBarRegion,
+  COMMON_CFG_BYTES as PCI_COMMON_CFG_BYTES,
+  CapAt as PciCapAt,
+  CapField as PciCapField,
+  CommonCfg as PciCommonCfg,
+  DEFAULT_BAR_SIZE as PCI_DEFAULT_BAR_SIZE,
+  DEVICE_CFG_BYTES as PCI_DEVICE_CFG_BYTES,
+  MIN_BAR_SIZE as PCI_MIN_BAR_SIZE,
+  NOTIFY_OFF_MULTIPLIER as PCI_NOTIFY_OFF_MULTIPLIER,
+  PCI_CONFIG_SPACE_BYTES,
+  PCI_VENDOR_ID_VIRTIO,
+  PciCommand,
+  PciHeader,
+  PciStatus,
+  VIRTIO_MSI_NO_VECTOR,
+  VIRTIO_PCI_DEVICE_ID_BASE,
+  VirtioPciCap,
+} from './virtio/pci/layout.ts';
+export { COMMON_FIELDS as PCI_COMMON_FIELDS, commonField as pciCommonField, type CommonField as PciCommonField } from './virtio/pci/common-cfg.ts';
 // The transport core every transport decodes onto (for a transport of your own).
 export {
   InterruptBit,
@@ -135,11 +162,13 @@ export {
   type RingAddresses,
   type Segment,
 } from './driver/driver.ts';
+export { PciTransport, type PciLayout, type PciRegion, type PciTransportOptions } from './driver/pci-transport.ts';
 
 // Hosts.
 export { createSameThreadDisk, type SameThreadDisk, type SameThreadDiskOptions } from './host/browser/same-thread.ts';
 export {
   DiskHost,
+  DiskTransport,
   canUseWorkerHost,
   createDisk,
   waitForLine,
@@ -147,6 +176,7 @@ export {
   type Disk,
   type DiskStats,
   type InterruptLine,
+  type PciDiskOptions,
 } from './host/browser/disk.ts';
 export type { BackendSpec, DeviceSpec } from './host/browser/worker-protocol.ts';
 export { DEVICE_POLL_MICROS, HaltPoller, VCPU_HALT_POLL_MICROS, type HaltPollOptions, type HaltPollResult } from './host/browser/halt-poll.ts';

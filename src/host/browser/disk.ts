@@ -9,7 +9,8 @@
 // 'auto' picks the worker when SharedArrayBuffer is usable.
 //
 // The emulator calls `disk.mmio.read/write` synchronously at the window's
-// guest-physical base, and watches `disk.irq` (or `onInterrupt`).
+// guest-physical base, and watches `disk.irq` (or `onInterrupt`); with
+// `transport: 'pci'` it puts `disk.pci` on its PCI bus instead (docs/pci.md).
 
 import type { BlockBackend } from '../../backends/backend.ts';
 import { GuestMemory } from '../../virtio/memory.ts';
@@ -20,7 +21,15 @@ import { DiskHost, type CreateDiskOptions, type Disk, type InterruptLine } from 
 import { waitAsync } from './wait-async.ts';
 import { createWorkerDisk } from './worker-host.ts';
 
-export { DiskHost, type CreateDiskOptions, type Disk, type DiskStats, type InterruptLine } from './types.ts';
+export {
+  DiskHost,
+  DiskTransport,
+  type CreateDiskOptions,
+  type Disk,
+  type DiskStats,
+  type InterruptLine,
+  type PciDiskOptions,
+} from './types.ts';
 
 /** Whether this context can run the worker host (SharedArrayBuffer usable, and Web Workers). */
 export function canUseWorkerHost(): boolean {
@@ -41,7 +50,14 @@ export async function createDisk(options: CreateDiskOptions): Promise<Disk> {
     return createWorkerDisk({ ...options, backend: options.backend });
   }
   const backend = isSpec(options.backend) ? await openBackend(options.backend) : options.backend;
-  return createSameThreadDisk({ ...options.device, memory: new GuestMemory(options.memory), backend });
+  return createSameThreadDisk({
+    ...options.device,
+    memory: new GuestMemory(options.memory),
+    backend,
+    transport: options.transport,
+    pci: options.pci,
+    scheduleDoorbell: options.scheduleDoorbell,
+  });
 }
 
 function isSpec(backend: BackendSpec | BlockBackend): backend is BackendSpec {

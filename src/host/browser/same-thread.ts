@@ -13,10 +13,11 @@ import { VirtioBlkDevice, type BlockDeviceOptions } from '../../block/device.ts'
 import { DiskLimits, type RateLimiterConfig } from '../../limiter/index.ts';
 import type { GuestMemory } from '../../virtio/memory.ts';
 import { MmioDevice, MmioRegisters, MmioWord, createMmioState } from '../../virtio/mmio/mmio.ts';
+import { VirtioPciFunction } from '../../virtio/pci/function.ts';
 import { emptyStats, gatherStats } from './stats.ts';
-import { DiskHost, type Disk, type DiskStats } from './types.ts';
+import { DiskHost, DiskTransport, type Disk, type DiskStats, type PciDiskOptions } from './types.ts';
 
-export interface SameThreadDiskOptions extends BlockDeviceOptions {
+export interface SameThreadDiskOptions extends BlockDeviceOptions, PciDiskOptions {
   memory: GuestMemory;
   backend: BlockBackend;
   /** Put the register state in a SharedArrayBuffer (default: only if available). */
@@ -30,13 +31,15 @@ export interface SameThreadDiskOptions extends BlockDeviceOptions {
 export interface SameThreadDisk extends Disk {
   /** The emulator's register accessor. */
   readonly mmio: MmioRegisters;
+  readonly pci: VirtioPciFunction | null;
   readonly device: VirtioBlkDevice;
   readonly transport: MmioDevice;
   readonly backend: BlockBackend;
 }
 
 export function createSameThreadDisk(options: SameThreadDiskOptions): SameThreadDisk {
-  const { memory, backend, sharedState, rateLimit, rateLimitGroup, limiter, onStorageError, ...deviceOptions } = options;
+  const { memory, backend, sharedState, rateLimit, rateLimitGroup, limiter, onStorageError, transport: kind, pci: pciOptions, scheduleDoorbell, ...deviceOptions } =
+    options;
   const limits = new DiskLimits(rateLimit, rateLimitGroup);
   const device = new VirtioBlkDevice(backend, {
     ...deviceOptions,
@@ -49,10 +52,12 @@ export function createSameThreadDisk(options: SameThreadDiskOptions): SameThread
   const state = createMmioState(sharedState);
   const transport = new MmioDevice(state, device, memory);
   const mmio = new MmioRegisters(state);
+  const pci = kind === DiskTransport.Pci ? new VirtioPciFunction(state, pciOptions) : null;
   let waiters: Array<() => void> = [];
   const disk: SameThreadDisk = {
     host: DiskHost.SameThread,
     mmio,
+    pci,
     state,
     irq: { array: state, index: MmioWord.InterruptStatus },
     device,
@@ -84,15 +89,34 @@ export function createSameThreadDisk(options: SameThreadDiskOptions): SameThread
       await backend.close();
     },
   };
-  mmio.onDoorbell = () => transport.poll();
+  let scheduled = false;
+  const run = (): void => {
+    scheduled = false;
+    transport.poll();
+  };
+  const doorbell = scheduleDoorbell
+    ? () => {
+        if (scheduled) return;
+        scheduled = true;
+        scheduleDoorbell(run);
+      }
+    : () => transport.poll();
+  // Either register view rings the same device.
+  mmio.onDoorbell = doorbell;
+  if (pci) pci.onDoorbell = doorbell;
   // A throttle timer or a finished reset asks for another pass.
   transport.onWake = () => transport.poll();
-  transport.onResetDone = () => transport.poll();
+  transport.onResetDone = () => {
+    transport.poll();
+    // A reset the device finished cleared the interrupt word.
+    pci?.updateInterruptLevel();
+  };
   transport.onNeedsReset = (reason) => disk.onNeedsReset?.(reason);
   transport.onInterrupt = (status) => {
     const ready = waiters;
     waiters = [];
     for (const w of ready) w();
+    pci?.updateInterruptLevel();
     disk.onInterrupt?.(status);
   };
   return disk;

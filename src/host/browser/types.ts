@@ -7,6 +7,7 @@ import type { BlockBackend, StorageError } from '../../backends/backend.ts';
 import type { RateLimiterConfig } from '../../limiter/index.ts';
 import type { GuestRegionSpec } from '../../virtio/memory.ts';
 import type { MmioAccessor, MmioState } from '../../virtio/mmio/mmio.ts';
+import type { VirtioPciFunction, VirtioPciOptions } from '../../virtio/pci/function.ts';
 import type { BackendSpec, DeviceSpec } from './worker-protocol.ts';
 import type { DiskStats } from './stats.ts';
 
@@ -18,7 +19,32 @@ export const DiskHost = {
 } as const;
 export type DiskHost = (typeof DiskHost)[keyof typeof DiskHost];
 
-export interface CreateDiskOptions {
+/** How the guest reaches the disk: a virtio-mmio window, or a virtio-pci function (docs/pci.md). */
+export const DiskTransport = {
+  Mmio: 'mmio',
+  Pci: 'pci',
+} as const;
+export type DiskTransport = (typeof DiskTransport)[keyof typeof DiskTransport];
+
+/** What a PCI disk takes beside the common options. */
+export interface PciDiskOptions {
+  /** 'pci': `Disk.pci` is a virtio-pci function over the disk (default 'mmio': `Disk.pci` is null). */
+  transport?: DiskTransport;
+  /** BAR size and IDs of the PCI function. */
+  pci?: VirtioPciOptions;
+  /**
+   * Same-thread host: where a doorbell runs the device. By default a register
+   * write that needs the device (a notify, a status change) runs it inside
+   * the write. An emulator that must not run device code (and raise
+   * interrupts) inside the guest's access passes a scheduler, e.g.
+   * `(run) => queueMicrotask(run)`: doorbells rung before `run` is called
+   * are coalesced into one run. The worker host ignores it (the device runs
+   * in its worker).
+   */
+  scheduleDoorbell?: (run: () => void) => void;
+}
+
+export interface CreateDiskOptions extends PciDiskOptions {
   /**
    * Guest RAM as the guest sees it: regions over the emulator's
    * WebAssembly.Memory (shared, for the worker host) or (Shared)ArrayBuffer.
@@ -59,6 +85,12 @@ export interface Disk {
    * post it there and wrap it in `new MmioRegisters(state)` (worker host).
    */
   readonly state: MmioState;
+  /**
+   * The virtio-pci function when the disk was made with `transport: 'pci'`,
+   * else null. Give the guest either it or `mmio`, never both: they are two
+   * register views of one device.
+   */
+  readonly pci: VirtioPciFunction | null;
   readonly irq: InterruptLine;
   /** InterruptStatus, non-zero while the line is asserted. */
   readonly interruptLevel: number;

@@ -6,11 +6,13 @@
 // MmioRegisters over the shared state, so reads are loads and writes are
 // stores plus a doorbell notify. Interrupts arrive as the InterruptStatus word
 // changing (with Atomics.notify); `onInterrupt` is served by an
-// Atomics.waitAsync loop on it, started only when a callback is set.
+// Atomics.waitAsync loop on it, started only when a callback is set (or, for
+// a PCI disk, at once: it raises the function's INTx line).
 
 import type { StorageError } from '../../backends/backend.ts';
 import { MmioRegisters, MmioWord, createMmioState } from '../../virtio/mmio/mmio.ts';
-import { DiskHost, type CreateDiskOptions, type Disk } from './types.ts';
+import { VirtioPciFunction } from '../../virtio/pci/function.ts';
+import { DiskHost, DiskTransport, type CreateDiskOptions, type Disk } from './types.ts';
 import { STAT_SLOTS, readStats, type DiskStats } from './stats.ts';
 import { DEVICE_POLL_MICROS } from './halt-poll.ts';
 import {
@@ -48,6 +50,8 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
   let nextId = 1;
   let closed = false;
   let irqLoop = false;
+  /** Made once the worker has built the device (its ID is in the state then). */
+  let pci: VirtioPciFunction | null = null;
 
   const call = (command: Command): Promise<unknown> => {
     if (closed) return Promise.reject(new Error('the disk is closed'));
@@ -101,11 +105,13 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
     if (irqLoop) return;
     irqLoop = true;
     let seen = 0;
-    while (!closed && disk.onInterrupt) {
+    while (!closed && (disk.onInterrupt || pci)) {
       // Sleeps until the device notifies the word (every interrupt does), or
       // returns at once when the word is not what we last saw.
       await waitAsync(irqLine.array, irqLine.index, seen);
       seen = Atomics.load(irqLine.array, irqLine.index);
+      // The PCI line rises here; an ISR read on the emulator's thread lowers it.
+      if (!closed) pci?.updateInterruptLevel();
       if (seen !== 0 && !closed) disk.onInterrupt?.(seen);
       // The callback may have acknowledged: look again before sleeping.
       seen = Atomics.load(irqLine.array, irqLine.index);
@@ -117,6 +123,9 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
   disk = {
     host: DiskHost.Worker,
     mmio,
+    get pci() {
+      return pci;
+    },
     state,
     irq: irqLine,
     get interruptLevel() {
@@ -177,6 +186,12 @@ export async function createWorkerDisk(options: CreateDiskOptions & { backend: B
     closed = true;
     worker.terminate();
     throw err;
+  }
+  if (options.transport === DiskTransport.Pci) {
+    pci = new VirtioPciFunction(state, options.pci);
+    // A PCI line follows the interrupt word for the disk's whole life: the
+    // loop sleeps in waitAsync between interrupts.
+    void startIrqLoop();
   }
   return disk;
 }
