@@ -50,6 +50,15 @@ export interface BlockBackend {
    * range instead of writing zeroes (VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP).
    */
   writeZeroes(offset: number, length: number, mayUnmap: boolean): MaybePromise;
+  /**
+   * Optional: the parts of [offset, offset + length) that may hold non-zero
+   * data, as sorted, disjoint [start, end) byte ranges clipped to the query.
+   * Bytes outside them read as zeroes, so a reader (an export) can skip them
+   * without reading. Over-reporting is allowed (an allocated range may hold
+   * zeroes), under-reporting never. Backends that cannot tell omit it
+   * (IndexedDB knows its missing chunks; OPFS cannot see holes).
+   */
+  allocatedRanges?(offset: number, length: number): Array<[number, number]> | Promise<Array<[number, number]>>;
   /** Change the size (grow or shrink). Optional: backends that cannot resize omit it. */
   resize?(newSize: number): MaybePromise;
   /** Release handles. Pending calls must have completed. */
@@ -80,6 +89,12 @@ export const StorageErrorCode = {
   ImageChanged: 'image-changed',
   /** A copy-on-write overlay's top was made over another base (its size or identity differs). */
   BaseMismatch: 'base-mismatch',
+  /** A disk of that name exists already (an import that may not replace it). */
+  Exists: 'exists',
+  /** An image source ended before its declared size, or ran past it. */
+  Truncated: 'truncated',
+  /** The operation was cancelled through its AbortSignal (the signal's reason is `cause`). */
+  Aborted: 'aborted',
 } as const;
 export type StorageErrorCode = (typeof StorageErrorCode)[keyof typeof StorageErrorCode];
 

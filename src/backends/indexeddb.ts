@@ -221,6 +221,43 @@ export class IndexedDbBackend implements BlockBackend {
     return { cachedChunks: this.#chunks.size, dirtyChunks: dirty, inFlightTransactions: this.#inFlight.size };
   }
 
+  /**
+   * The chunks in [offset, offset + length) that hold data (BlockBackend's
+   * optional hook, for exports): a cached chunk counts by its content, any
+   * other by whether the store has its key. Asks the store for keys only, no
+   * values, so the holes of a sparse disk cost nothing to find.
+   */
+  allocatedRanges(offset: number, length: number): Promise<Array<[number, number]>> {
+    return this.#serial(async () => {
+      this.#check(offset, length);
+      if (length === 0) return [];
+      const c = this.chunkBytes;
+      const first = Math.floor(offset / c);
+      const last = Math.floor((offset + length - 1) / c);
+      let keys: IDBValidKey[];
+      try {
+        keys = await this.#store('readonly', (store) => promisifyRequest(store.getAllKeys(IDBKeyRange.bound(first, last))));
+      } catch (err) {
+        throw toStorageError(err, `IndexedDB disk "${this.name}": allocated ranges`);
+      }
+      const held = new Set(keys as number[]);
+      for (const [index, chunk] of this.#chunks) {
+        if (index < first || index > last) continue;
+        if (chunk.data) held.add(index);
+        else held.delete(index);
+      }
+      const ranges: Array<[number, number]> = [];
+      for (const index of [...held].sort((a, b) => a - b)) {
+        const start = Math.max(offset, index * c);
+        const end = Math.min(offset + length, (index + 1) * c);
+        const previous = ranges[ranges.length - 1];
+        if (previous && previous[1] === start) previous[1] = end;
+        else ranges.push([start, end]);
+      }
+      return ranges;
+    });
+  }
+
   read(offset: number, dst: Uint8Array): Promise<void> {
     return this.#serial(async () => {
       this.#check(offset, dst.length);
