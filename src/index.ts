@@ -179,6 +179,10 @@ export {
   type PciDiskOptions,
 } from './host/browser/disk.ts';
 export type { BackendSpec, DeviceSpec } from './host/browser/worker-protocol.ts';
+// The synchronous facade: a disk in a backend worker, read and written by a
+// thread that blocks (a WASI program, an emulator's CPU loop). The WASI files
+// themselves are in 'virtio-blk-web/wasi'.
+export * from './wasi/facade.ts';
 export { DEVICE_POLL_MICROS, HaltPoller, VCPU_HALT_POLL_MICROS, type HaltPollOptions, type HaltPollResult } from './host/browser/halt-poll.ts';
 export {
   IrqTrigger,
