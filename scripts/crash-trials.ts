@@ -1,4 +1,4 @@
-// npm run crash-trials -- --runs N [--backend opfs|indexeddb|all] [--mode workload|create|resize|close|all] [--seed S] [--port P] [--quiet]
+// npm run crash-trials -- --runs N [--backend opfs|indexeddb|overlay-opfs|overlay-indexeddb|overlay|all] [--mode workload|create|resize|close|all] [--seed S] [--port P] [--quiet]
 //
 // Many crash trials (e2e/harness/crash-runner.ts): for each backend and mode,
 // N trials of "SIGKILL the browser at a random moment, relaunch, check every
@@ -12,7 +12,7 @@
 
 import { createServer } from 'vite';
 import { CRASH_MODES, runCrashTrials, type CrashMode } from '../e2e/harness/crash-runner.ts';
-import type { CrashBackend } from '../e2e/harness/crash-worker.ts';
+import { CRASH_BACKENDS, type CrashBackend } from '../e2e/harness/crash-model.ts';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -22,7 +22,11 @@ function arg(name: string, fallback: string): string {
 const runs = Number(arg('runs', '20'));
 const seed = Number(arg('seed', String(Date.now() % 100000)));
 const port = Number(arg('port', process.env.E2E_PORT ?? '5321'));
-const backends: CrashBackend[] = arg('backend', 'all') === 'all' ? ['opfs', 'indexeddb'] : [arg('backend', '') as CrashBackend];
+// 'overlay' is both overlays (an OPFS top and an IndexedDB top over a memory base).
+const backends = arg('backend', 'all')
+  .split(',')
+  .flatMap((b) => (b === 'all' ? [...CRASH_BACKENDS] : b === 'overlay' ? ['overlay-opfs', 'overlay-indexeddb'] : [b])) as CrashBackend[];
+for (const b of backends) if (!CRASH_BACKENDS.includes(b)) throw new Error(`--backend ${b}: not one of ${CRASH_BACKENDS.join(', ')}, overlay, all`);
 const modes = arg('mode', 'all') === 'all' ? [...CRASH_MODES] : arg('mode', '').split(',').map((m) => m as CrashMode);
 const quiet = process.argv.includes('--quiet');
 const breakFlush = process.argv.includes('--break-flush');
@@ -42,6 +46,8 @@ let failed = false;
 try {
   for (const backend of backends) {
     for (const mode of modes) {
+      // An overlay has a fixed size: no resize trials for it.
+      if (mode === 'resize' && backend.startsWith('overlay')) continue;
       const started = Date.now();
       const summary = await runCrashTrials({ backend, mode, runs, seed, baseURL, breakFlush, onTrial: quiet ? undefined : (line) => console.log(line) });
       // The self-test passes when the broken disk was caught.

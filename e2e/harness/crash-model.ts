@@ -23,8 +23,16 @@
 // - 'close': Disk.close (which flushes, then releases the handle and the
 //   lock) and a reopen that must not wait for any lock. A completed close
 //   counts as a FLUSH: it is reported as one.
+//
+// An overlay over a known base (WorkloadShape.base): a sector never written
+// holds the base's bytes (baseSectorBytes, named by a header op of
+// 0xffffffff), not zeroes, and must keep them; write-zeroes stores zeroes.
 
 export const SECTOR = 512;
+
+/** The disks the trials crash: OPFS, IndexedDB, and an overlay over a memory base with its top in either. */
+export type CrashBackend = 'opfs' | 'indexeddb' | 'overlay-opfs' | 'overlay-indexeddb';
+export const CRASH_BACKENDS: readonly CrashBackend[] = ['opfs', 'indexeddb', 'overlay-opfs', 'overlay-indexeddb'];
 
 export type Op =
   | { kind: 'write'; sector: number; count: number }
@@ -44,6 +52,26 @@ export interface WorkloadShape {
   sectors: number;
   /** Default 'plain': writes, write-zeroes and FLUSHes only. */
   variant?: WorkloadVariant;
+  /** The disk is an overlay whose base holds baseSectorBytes: unwritten sectors read those, not zeroes. */
+  base?: boolean;
+}
+
+/** The op number base sectors carry (their header's first u32 is this + 1 = 0xffffffff). */
+const BASE_OP = 0xfffffffe;
+/** The version of a sector that holds the base's bytes (-1 is zeroes, others are op numbers). */
+const BASE_VERSION = -3;
+const BASE_SEED = 0xba5e;
+
+/** What sector `sector` of a crash trial's overlay base holds (the same in every trial). */
+export function baseSectorBytes(sector: number): Uint8Array {
+  return sectorBytes(BASE_SEED, BASE_OP, sector);
+}
+
+/** A whole base of `bytes` bytes (whole sectors). */
+export function baseBytes(bytes: number): Uint8Array {
+  const out = new Uint8Array(bytes);
+  for (let s = 0; s < bytes / SECTOR; s++) out.set(baseSectorBytes(s), s * SECTOR);
+  return out;
 }
 
 /** The most sectors a workload's disk can have (a 'resize' workload grows up to twice its start). */
@@ -163,7 +191,7 @@ export function checkDisk(shape: WorkloadShape, lastFlush: number, read: (sector
   const ops = workloadOps(shape);
   // For each sector: the op that last stored it at or before lastFlush (-1: never, or zeroes),
   // and the set of ops after lastFlush that store it (writes as their op numbers, zeroes as -1).
-  const atFlush = new Int32Array(maxSectors(shape)).fill(-1);
+  const atFlush = new Int32Array(maxSectors(shape)).fill(shape.base ? BASE_VERSION : -1);
   const later = new Map<number, Set<number>>();
   ops.forEach((op, i) => {
     const range = cutOff(op);
@@ -194,6 +222,17 @@ export function checkDisk(shape: WorkloadShape, lastFlush: number, read: (sector
     }
     const view = new DataView(bytes.buffer, bytes.byteOffset, SECTOR);
     const op = view.getUint32(0, true) - 1;
+    if (op === BASE_OP) {
+      const whole = shape.base === true && baseSectorBytes(s).every((b, i) => b === bytes[i]);
+      if (!whole) {
+        result.torn++;
+        note(`sector ${s}: base-like bytes that are not the base's`);
+      } else if (!allowed(BASE_VERSION)) {
+        result.lost++;
+        note(`sector ${s}: the base's bytes, flushed op ${atFlush[s]}`);
+      }
+      continue;
+    }
     const stored = ops[op];
     const wrote = stored !== undefined && stored.kind === 'write' && s >= stored.sector && s < stored.sector + stored.count;
     const whole = wrote && sectorBytes(shape.seed, op, s).every((b, i) => b === bytes[i]);

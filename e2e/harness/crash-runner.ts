@@ -71,6 +71,7 @@ function generator(seed: number): () => number {
 
 export async function runCrashTrials(options: CrashTrialOptions): Promise<CrashTrialSummary> {
   const { backend, mode } = options;
+  if (mode === 'resize' && backend.startsWith('overlay')) throw new Error(`${backend}: an overlay cannot resize (its base has a fixed size)`);
   const summary: CrashTrialSummary = {
     backend,
     mode,
@@ -126,7 +127,13 @@ export async function runCrashTrials(options: CrashTrialOptions): Promise<CrashT
       const killAt = 1 + (next() % (total - 1));
       const reached = new Promise<void>((resolve) => (waiter = { count: killAt, resolve }));
       const name = `trial-${t}`;
-      const shape: WorkloadShape = { seed: trialSeed, ops: WORKLOAD_OPS, sectors: DISK_SECTORS, variant: mode === 'workload' || mode === 'create' ? 'plain' : mode };
+      const shape: WorkloadShape = {
+        seed: trialSeed,
+        ops: WORKLOAD_OPS,
+        sectors: DISK_SECTORS,
+        variant: mode === 'workload' || mode === 'create' ? 'plain' : mode,
+        base: backend.startsWith('overlay'),
+      };
       const broken = options.breakFlush === true;
       const run =
         mode === 'create'

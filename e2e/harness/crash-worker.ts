@@ -11,19 +11,31 @@
 // and FLUSHes are virtio requests and the resize and the close are
 // Disk.resize and Disk.close. `broken` wraps the disk in crash-broken.ts
 // (the trials' self-test only); the checks always open the real disk.
+//
+// The overlay backends ('overlay-opfs', 'overlay-indexeddb') are a BackendSpec
+// kind 'overlay', opened as the device worker opens one (openBackend): a
+// memory base holding crash-model.ts's base bytes, rebuilt the same in every
+// browser, under a top in OPFS or IndexedDB, which is the disk that survives
+// the crash. An overlay cannot resize (its base has a fixed size).
 
 import type { BlockBackend } from '../../src/backends/backend.ts';
 import { IndexedDbBackend, deleteIndexedDbDisk } from '../../src/backends/indexeddb.ts';
 import { OpfsBackend, deleteOpfsDisk } from '../../src/backends/opfs.ts';
 import { BlkRequestType, BlkStatus } from '../../src/block/constants.ts';
 import { VirtioBlkDriver } from '../../src/driver/driver.ts';
+import { openBackend } from '../../src/host/browser/open-backend.ts';
 import { createSameThreadDisk, type SameThreadDisk } from '../../src/host/browser/same-thread.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
 import { BrokenFlushBackend } from './crash-broken.ts';
-import { SECTOR, checkDisk, createdDiskBytes, workloadOps, writeBytes, type Op, type WorkloadShape } from './crash-model.ts';
+import { SECTOR, baseBytes, type CrashBackend, baseSectorBytes, checkDisk, createdDiskBytes, workloadOps, writeBytes, type Op, type WorkloadShape } from './crash-model.ts';
 import { serve } from './rpc.ts';
 
-export type CrashBackend = 'opfs' | 'indexeddb';
+export type { CrashBackend } from './crash-model.ts';
+
+/** The store that holds a backend's disk: the overlay's top. */
+function storeOf(backend: CrashBackend): 'opfs' | 'indexeddb' {
+  return backend === 'opfs' || backend === 'overlay-opfs' ? 'opfs' : 'indexeddb';
+}
 const DIRECTORY = 'crash';
 
 /** What the worker tells the runner as it goes. */
@@ -52,6 +64,7 @@ async function report(r: CrashReport): Promise<void> {
 }
 
 interface OpenOptions {
+  /** Size of a disk to create; an overlay's base size (always needed: the base is rebuilt at each open). */
   size?: number;
   /** Wrap in the broken backend (self-test). */
   broken?: boolean;
@@ -59,12 +72,27 @@ interface OpenOptions {
   lockWaitMs?: number;
 }
 
+/** Overlay bases by size, built once per worker. */
+const bases = new Map<number, Uint8Array>();
+
 async function openDisk(backend: CrashBackend, name: string, { size, broken = false, lockWaitMs = 10_000 }: OpenOptions = {}): Promise<BlockBackend> {
-  const disk =
-    backend === 'indexeddb'
-      ? // A small write-back cache, so that back-pressure write-back happens in the trials too.
-        await IndexedDbBackend.open({ name, size, cacheBytes: 1024 * 1024, lockWaitMs })
-      : await OpfsBackend.open({ name, directory: DIRECTORY, size, lockWaitMs });
+  let disk: BlockBackend;
+  if (backend === 'indexeddb') {
+    // A small write-back cache, so that back-pressure write-back happens in the trials too.
+    disk = await IndexedDbBackend.open({ name, size, cacheBytes: 1024 * 1024, lockWaitMs });
+  } else if (backend === 'opfs') disk = await OpfsBackend.open({ name, directory: DIRECTORY, size, lockWaitMs });
+  else {
+    if (size === undefined) throw new Error('an overlay needs its base size');
+    let data = bases.get(size);
+    if (!data) bases.set(size, (data = baseBytes(size)));
+    disk = await openBackend({
+      kind: 'overlay',
+      base: { kind: 'memory', size, data, readOnly: true },
+      top: storeOf(backend) === 'opfs' ? { kind: 'opfs', name, directory: DIRECTORY, lockWaitMs } : { kind: 'indexeddb', name, lockWaitMs },
+      // The base is the same in every browser: name it, rather than hash it at every open.
+      baseIdentity: `crash-trial-base:${size}`,
+    });
+  }
   return broken ? new BrokenFlushBackend(disk) : disk;
 }
 
@@ -96,7 +124,7 @@ async function runThroughDisk(backend: CrashBackend, name: string, shape: Worklo
       await disk.close();
       await report({ op: i, flush: true });
       // Close released the lock: the disk opens again at once, without waiting.
-      ({ disk, driver } = await attach(await openDisk(backend, name, { broken, lockWaitMs: 0 })));
+      ({ disk, driver } = await attach(await openDisk(backend, name, { size: shape.sectors * SECTOR, broken, lockWaitMs: 0 })));
       continue;
     }
     await report({ op: i, flush: op.kind === 'flush' });
@@ -106,7 +134,7 @@ async function runThroughDisk(backend: CrashBackend, name: string, shape: Worklo
 
 async function deleteDisk(backend: CrashBackend, name: string): Promise<void> {
   try {
-    if (backend === 'indexeddb') await deleteIndexedDbDisk(name);
+    if (storeOf(backend) === 'indexeddb') await deleteIndexedDbDisk(name);
     else await deleteOpfsDisk(name, DIRECTORY);
   } catch (err) {
     if ((err as { code?: string }).code !== 'not-found') throw err;
@@ -143,7 +171,8 @@ serve({
     let disk: BlockBackend;
     try {
       // After a relaunch no lock may be left: the disk opens without waiting.
-      disk = await openDisk(backend, name, { lockWaitMs: 0 });
+      // An overlay's base has the workload's size (a size only creates a disk that does not exist yet).
+      disk = await openDisk(backend, name, { lockWaitMs: 0, size: backend.startsWith('overlay') ? shape.sectors * SECTOR : undefined });
     } catch (err) {
       // The disk was created before the workload's first op; it must exist.
       return { sectors: shape.sectors, lost: shape.sectors, torn: 0, examples: [`open failed: ${failure(err)}`] };
@@ -183,17 +212,21 @@ serve({
       const name = `${prefix}-${i}`;
       const size = createdDiskBytes(seed, i);
       const marker = writeBytes(seed, i, size / SECTOR - 1, 1);
+      // What the marker's sector holds before it is written: zeroes, or an overlay's base.
+      const overlay = backend.startsWith('overlay');
+      const blank = overlay ? baseSectorBytes(size / SECTOR - 1) : new Uint8Array(SECTOR);
       try {
-        const disk = await openDisk(backend, name);
+        // An overlay always opens (its top is made if missing), so only the marker tells whether it was created.
+        const disk = await openDisk(backend, name, overlay ? { size } : {});
         try {
           if (disk.size !== size) problems.push(`${name}: opens with ${disk.size} bytes, expected ${size}`);
           else {
             const last = new Uint8Array(SECTOR);
             await disk.read(size - SECTOR, last);
             const intact = last.every((b, j) => b === marker[j]);
-            const zero = last.every((b) => b === 0);
+            const untouched = last.every((b, j) => b === blank[j]);
             if (i <= created && !intact) problems.push(`${name}: flushed marker lost`);
-            else if (!intact && !zero) problems.push(`${name}: marker torn`);
+            else if (!intact && !untouched) problems.push(`${name}: marker torn`);
           }
         } finally {
           await disk.close();
