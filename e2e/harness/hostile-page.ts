@@ -6,6 +6,7 @@
 import { createDisk } from '../../src/host/browser/disk.ts';
 import { findCase, hostileCases } from '../../test/hostile/cases.ts';
 import { runCase, type CaseResult } from '../../test/hostile/runner.ts';
+import { PciAsMmio } from '../../test/hostile/pci-view.ts';
 import { Gate } from '../../test/hostile/shared-disk.ts';
 import { DEFAULT_SERIAL, HOSTILE_RAM_BASE, type TargetFactory } from '../../test/hostile/target.ts';
 
@@ -33,11 +34,14 @@ const workerTarget: TargetFactory = async (options) => {
     },
     device: { readOnly: options.readOnly, queueSize: options.queueSize, serial: options.serial ?? DEFAULT_SERIAL },
     host: 'worker',
+    transport: options.transport,
   });
   pageErrors = [];
   return {
     host: 'worker',
-    mmio: disk.mmio,
+    // A PCI disk: the raw guest's MMIO names carried onto the function (the PCI cases use `pci` itself).
+    mmio: disk.pci ? new PciAsMmio(disk.pci) : disk.mmio,
+    pci: disk.pci ?? undefined,
     ram,
     ramBase: HOSTILE_RAM_BASE,
     disk: data,

@@ -2,11 +2,12 @@
 // Node run (hostile.test.ts, same-thread host) and the Chromium run
 // (e2e/hostile.spec.ts, worker host). Environment-neutral.
 
+import { pciCases } from './cases-pci.ts';
 import { registerCases } from './cases-registers.ts';
 import { requestCases } from './cases-requests.ts';
 import type { HostileCase } from './runner.ts';
 
-export const hostileCases: readonly HostileCase[] = [...requestCases, ...registerCases];
+export const hostileCases: readonly HostileCase[] = [...requestCases, ...registerCases, ...pciCases];
 
 export function findCase(name: string): HostileCase {
   const c = hostileCases.find((x) => x.name === name);

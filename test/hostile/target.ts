@@ -6,6 +6,8 @@
 
 import { createSameThreadDisk } from '../../src/host/browser/same-thread.ts';
 import { GuestMemory } from '../../src/virtio/memory.ts';
+import type { PciFunctionAccessor } from '../../src/virtio/pci/function.ts';
+import { PciAsMmio, guardedPci } from './pci-view.ts';
 import { Gate, openBackend, type GateOp } from './shared-disk.ts';
 
 /** aarch64 `virt`: RAM starts here. */
@@ -25,6 +27,8 @@ export interface TargetOptions {
   serial?: string;
   /** Override Target.hangMs (the fuzzer's synchronous cases need no more than a moment). */
   hangMs?: number;
+  /** 'pci': the disk is a virtio-pci function, `mmio` carries the raw guest's MMIO names onto it (pci-view.ts). */
+  transport?: 'mmio' | 'pci';
 }
 
 export interface Mmio {
@@ -36,6 +40,8 @@ export interface Target {
   readonly host: 'same-thread' | 'worker';
   /** The register window, as the emulator calls it. */
   readonly mmio: Mmio;
+  /** The PCI function, when `transport` was 'pci'. */
+  readonly pci?: PciFunctionAccessor;
   /** All of guest RAM, at guest address `ramBase`. */
   readonly ram: Uint8Array;
   readonly ramBase: number;
@@ -88,6 +94,7 @@ export const sameThreadTarget: TargetFactory = async (options) => {
     readOnly: options.readOnly,
     queueSize: options.queueSize,
     serial: options.serial ?? DEFAULT_SERIAL,
+    transport: options.transport,
   });
   const guard = <T>(what: string, fn: () => T, fallback: T): T => {
     try {
@@ -97,13 +104,16 @@ export const sameThreadTarget: TargetFactory = async (options) => {
       return fallback;
     }
   };
+  const pci = inner.pci ? guardedPci(inner.pci, guard) : undefined;
+  const registers: Mmio = pci ? new PciAsMmio(pci) : inner.mmio;
   return {
     host: 'same-thread',
     mmio: {
-      read: (offset, width) => guard(`mmio.read(${offset}, ${width})`, () => inner.mmio.read(offset, width), 0),
+      read: (offset, width) => guard(`mmio.read(${offset}, ${width})`, () => registers.read(offset, width), 0),
       write: (offset, value, width) =>
-        guard(`mmio.write(${offset}, ${value}, ${width})`, () => inner.mmio.write(offset, value, width), undefined),
+        guard(`mmio.write(${offset}, ${value}, ${width})`, () => registers.write(offset, value, width), undefined),
     },
+    pci,
     ram,
     ramBase: HOSTILE_RAM_BASE,
     disk,
