@@ -179,6 +179,8 @@ export {
   type PciDiskOptions,
 } from './host/browser/disk.ts';
 export type { BackendSpec, DeviceSpec } from './host/browser/worker-protocol.ts';
+// v86: a disk on a v86 PC's PCI bus (docs/v86.md).
+export * from './host/v86/index.ts';
 // The synchronous facade: a disk in a backend worker, read and written by a
 // thread that blocks (a WASI program, an emulator's CPU loop). The WASI files
 // themselves are in 'virtio-blk-web/wasi'.

@@ -1,0 +1,153 @@
+// `attachVirtioBlk`: put a virtio-blk disk (any backend) on a v86 PC's PCI
+// bus as a modern virtio-pci function.
+//
+// Where it runs: v86's guest RAM is its wasm module's own, unshared memory,
+// so the device runs on v86's thread (the page, or the dedicated worker v86
+// runs in: OPFS sync access handles need the latter, docs/v86.md).
+//
+// Wiring, all through the hooks `v86Internals` checks:
+// - PCI: the function's configuration space image, with BAR0 preset to a
+//   fixed address, is registered at `slot` before SeaBIOS enumerates the bus
+//   (call this in `emulator-loaded`, with `autostart: false`, then
+//   `emulator.run()`). v86 keeps that image itself and answers BAR sizing
+//   from `pci_bars`, but it ignores a guest moving a memory BAR, so the BAR
+//   never moves from `barAddress`.
+// - BAR0: `mmap_register` over [barAddress, barAddress + barSize), a
+//   multiple of v86's 128 KiB mapping unit. v86 has 8- and 32-bit handlers
+//   only: a 16-bit access arrives as two 8-bit ones, low byte first
+//   (bar-access.ts puts them back together).
+// - INTx: the function's line level drives `pci.raise_irq/lower_irq`.
+// - Timing: a register access only rings the doorbell; the device runs the
+//   queue in a microtask after the guest's access has returned, and raises
+//   the line from there. Running it (and raising the line) inside the
+//   access hung 3 of 6 Linux boots on this machine (the guest never read the
+//   ISR again); deferred, 0 of 7 (DESIGN.md).
+// - Guest RAM and the JIT: guest-ram.ts.
+
+import type { BlockBackend, StorageError } from '../../backends/backend.ts';
+import { VirtioBlkDevice, type BlockDeviceOptions } from '../../block/device.ts';
+import { VirtioPciFunction } from '../../virtio/pci/function.ts';
+import { createTransportState } from '../../virtio/transport/layout.ts';
+import { TransportDevice } from '../../virtio/transport/device.ts';
+import { BarAccess } from './bar-access.ts';
+import { JitDirtyingMemory, jitDirtyingBackend } from './guest-ram.ts';
+import { V86HookError, v86Internals, type V86Like } from './hooks.ts';
+
+/** v86 maps memory in 128 KiB units (`mmap_register` asserts it). */
+export const V86_MMAP_UNIT = 0x2_0000;
+/** Default BAR0 address: above RAM, below the IO-APIC and BIOS, free in v86's map. */
+export const V86_DEFAULT_BAR_ADDRESS = 0xfe00_0000;
+/** Default PCI slot: free in v86 0.5.x (its ne2k sits at 5 and shares PIRQA with it). */
+export const V86_DEFAULT_SLOT = 0x0d;
+
+export interface AttachVirtioBlkOptions {
+  /** The disk's storage: any `BlockBackend` (memory, OPFS, IndexedDB, HTTP, overlay, your own). */
+  backend: BlockBackend;
+  /** Device options (read-only, cache mode, serial, queue size, limiter...). */
+  device?: BlockDeviceOptions;
+  /** PCI slot (device number) 1–31; default 0x0d. */
+  slot?: number;
+  /** BAR0's fixed physical address, a multiple of 128 KiB; default 0xFE000000. */
+  barAddress?: number;
+  /** PCI name v86 logs. Default "virtio-blk-web". */
+  name?: string;
+  /** Told of every storage error (the guest got IOERR). */
+  onStorageError?: (error: StorageError) => void;
+}
+
+export interface V86VirtioBlk {
+  readonly device: VirtioBlkDevice;
+  readonly transport: TransportDevice;
+  readonly pci: VirtioPciFunction;
+  /** The slot and BAR0 address it was registered at. */
+  readonly slot: number;
+  readonly barAddress: number;
+  /** Counters: JIT invalidations and deferred device runs. */
+  readonly counters: { readonly dirtyCalls: number; readonly runs: number };
+  /** Reset the device and close the backend (v86 cannot unplug a PCI device: stop the emulator first). */
+  close(): Promise<void>;
+}
+
+export class V86AttachError extends Error {
+  override readonly name = 'V86AttachError';
+}
+
+function checkPlacement(slot: number, barAddress: number, barSize: number): void {
+  if (!Number.isInteger(slot) || slot < 1 || slot > 31) throw new V86AttachError(`slot must be 1-31, got ${slot}`);
+  if (!Number.isInteger(barAddress) || barAddress <= 0 || barAddress % V86_MMAP_UNIT !== 0 || barAddress + barSize > 0x1_0000_0000) {
+    throw new V86AttachError(`barAddress must be a multiple of 128 KiB below 4 GiB, got 0x${barAddress.toString(16)}`);
+  }
+}
+
+/** Attach `options.backend` as a virtio-blk PCI function of `emulator` (loaded, not yet running). */
+export function attachVirtioBlk(emulator: V86Like, options: AttachVirtioBlkOptions): V86VirtioBlk {
+  const cpu = v86Internals(emulator);
+  if (emulator.is_running?.()) throw new V86AttachError('attach before emulator.run(): the BIOS enumerates PCI once, at start');
+  const slot = options.slot ?? V86_DEFAULT_SLOT;
+  const barAddress = options.barAddress ?? V86_DEFAULT_BAR_ADDRESS;
+  const barSize = V86_MMAP_UNIT;
+  checkPlacement(slot, barAddress, barSize);
+  const pciId = slot << 3;
+  const pciBus = cpu.devices.pci;
+
+  const counters = { dirtyCalls: 0, runs: 0 };
+  const dirty = (start: number, end: number): void => {
+    counters.dirtyCalls++;
+    cpu.jit_dirty_cache(start, end);
+  };
+  const memory = new JitDirtyingMemory(cpu, dirty);
+  const backend = jitDirtyingBackend(options.backend, cpu, dirty);
+  const device = new VirtioBlkDevice(backend, { ...options.device, onStorageError: options.onStorageError ?? options.device?.onStorageError });
+  // Not shared: everything runs on this thread.
+  const state = createTransportState(false);
+  const transport = new TransportDevice(state, device, memory);
+  const fn = new VirtioPciFunction(state, { barSize });
+
+  let scheduled = false;
+  const run = (): void => {
+    scheduled = false;
+    counters.runs++;
+    transport.poll();
+  };
+  const schedule = (): void => {
+    if (scheduled) return;
+    scheduled = true;
+    queueMicrotask(run);
+  };
+  fn.onDoorbell = schedule;
+  transport.onWake = schedule;
+  transport.onResetDone = schedule;
+  // Raised from a device run, which is never inside a guest access.
+  transport.onInterrupt = () => fn.updateInterruptLevel();
+  fn.onInterruptLevel = (asserted) => (asserted ? pciBus.raise_irq(pciId) : pciBus.lower_irq(pciId));
+
+  const space = fn.configSpaceImage();
+  // BAR0: 32-bit memory BAR, non-prefetchable, at its fixed address (PCI 3.0 §6.2.5.1).
+  new DataView(space.buffer, space.byteOffset).setUint32(0x10, barAddress, true);
+  const registered = pciBus.register_device({ pci_id: pciId, pci_space: Array.from(space), pci_bars: [{ size: barSize }], name: options.name ?? 'virtio-blk-web' });
+  if (!(registered instanceof Int32Array)) throw new V86HookError('emulator.v86.cpu.devices.pci.register_device', 'returned no configuration space');
+
+  const bar = new BarAccess(fn);
+  const offsetOf = (address: number): number => (address >>> 0) - barAddress;
+  cpu.io.mmap_register(
+    barAddress,
+    barSize,
+    (address) => bar.read8(offsetOf(address)),
+    (address, value) => bar.write8(offsetOf(address), value),
+    (address) => bar.read32(offsetOf(address)),
+    (address, value) => bar.write32(offsetOf(address), value),
+  );
+
+  return {
+    device,
+    transport,
+    pci: fn,
+    slot,
+    barAddress,
+    counters,
+    async close() {
+      await device.reset();
+      await backend.close();
+    },
+  };
+}
