@@ -155,10 +155,14 @@ export class SyncBackendClient implements BlockBackend {
     Atomics.notify(words, ChannelWord.State);
     this.#posted++;
     const state = this.#await(op);
-    if (state === ChannelState.Closed) throw this.#closed();
-    // Read the result before handing the area back.
+    // Closed is the server's answer to Close, and anyone else's end of the channel.
+    if (state === ChannelState.Closed) {
+      if (op === ChannelOp.Close) return;
+      throw this.#closed();
+    }
+    // Read the result before handing the area back (unless the host closed it meanwhile).
     const error = state === ChannelState.Failed ? this.#error() : null;
-    Atomics.store(words, ChannelWord.State, ChannelState.Idle);
+    Atomics.compareExchange(words, ChannelWord.State, state, ChannelState.Idle);
     if (error) throw error;
   }
 
@@ -204,7 +208,7 @@ export class SyncBackendClient implements BlockBackend {
       );
     }
     this.#abandoned = false;
-    Atomics.store(words, ChannelWord.State, ChannelState.Idle);
+    Atomics.compareExchange(words, ChannelWord.State, state, ChannelState.Idle);
   }
 
   #error(): StorageError {

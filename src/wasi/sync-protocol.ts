@@ -15,8 +15,10 @@
 //   Request -> Working       server, by compareExchange (it took the request)
 //   Working -> Done | Failed server, after writing the result
 //   Done | Failed -> Idle    client, after reading the result
-//   any -> Closed            server on close, or the host that ended the worker
-// Every move is an Atomics store (sequentially consistent), so the plain
+//   Working -> Closed        server, when a Close succeeded (the answer to Close)
+//   any -> Closed            the host that ended the worker
+// Moves that may race the host's Closed are compareExchanges, so Closed sticks.
+// Every move is an Atomics operation (sequentially consistent), so the plain
 // writes of fields and data before it are visible to whoever loads the new
 // state; each move is followed by Atomics.notify on the same word.
 

@@ -70,15 +70,13 @@ export async function serveSyncChannel(channel: SharedArrayBuffer, backend: Bloc
       outcome = ChannelState.Failed;
     }
     Atomics.add(words, ChannelWord.Served, 1);
+    // A closed backend answers Closed: this worker serves the channel no more.
+    const closing = op === ChannelOp.Close && outcome === ChannelState.Done;
     // Publishes the result (data, Size, error) written above; only the
     // Working state is ours to replace, so a host's Closed stays.
-    Atomics.compareExchange(words, ChannelWord.State, ChannelState.Working, outcome);
+    Atomics.compareExchange(words, ChannelWord.State, ChannelState.Working, closing ? ChannelState.Closed : outcome);
     Atomics.notify(words, ChannelWord.State);
-    if (op === ChannelOp.Close) {
-      Atomics.store(words, ChannelWord.State, ChannelState.Closed);
-      Atomics.notify(words, ChannelWord.State);
-      return;
-    }
+    if (closing) return;
   }
 }
 
