@@ -11,6 +11,7 @@
 // (validate.ts), never clamped; every number on screen belongs to the disk
 // attached now (they are cleared when it changes).
 
+import { listIndexedDbDisks } from '../backends/indexeddb.ts';
 import { listOpfsDisks } from '../backends/opfs.ts';
 import { createDisk, type Disk } from '../host/browser/disk.ts';
 import type { BackendSpec } from '../host/browser/worker-protocol.ts';
@@ -27,7 +28,12 @@ import {
   type DemoRunOptions,
   type DemoRunResult,
 } from './guest.ts';
-import { exportImage, importImage } from './image-io.ts';
+import { DiskState } from './disk-state.ts';
+import { LAB_STATE_BYTES } from './lab-backend.ts';
+import { offerDownload } from '../transfer/export.ts';
+import type { ImportTarget } from '../transfer/import.ts';
+import type { TransferProgress } from '../transfer/progress.ts';
+import { TransferClient } from './transfer-client.ts';
 import { addHistogram, latencyHistogram, latencyQuantile } from './latency.ts';
 import { checkDiskName, checkDiskSize, checkIopsLimit, checkQueueDepth, checkSeconds, type Checked } from './validate.ts';
 import type { WorkloadKind, WorkloadProgress } from './workload.ts';
@@ -70,10 +76,17 @@ const ui = {
   failed: $<HTMLOutputElement>('failed'),
   failedTile: $<HTMLDivElement>('failed-tile'),
   result: $<HTMLDivElement>('result'),
+  overlayRow: $<HTMLDivElement>('overlay-row'),
+  overlayBase: $<HTMLSelectElement>('overlay-base'),
+  overlayTop: $<HTMLSelectElement>('overlay-top'),
+  diskState: $<HTMLDivElement>('disk-state'),
   importFile: $<HTMLInputElement>('import'),
+  importUrl: $<HTMLInputElement>('import-url'),
+  importUrlGo: $<HTMLButtonElement>('import-url-go'),
   importProgress: $<HTMLProgressElement>('import-progress'),
+  progressText: $<HTMLSpanElement>('transfer-progress'),
+  cancel: $<HTMLButtonElement>('transfer-cancel'),
   export: $<HTMLButtonElement>('export'),
-  download: $<HTMLAnchorElement>('download'),
   imageStatus: $<HTMLSpanElement>('image-status'),
   storageUsage: $<HTMLSpanElement>('storage-usage'),
   persist: $<HTMLButtonElement>('persist'),
@@ -110,6 +123,10 @@ interface GuestHandle {
 }
 
 let disk: Disk | null = null;
+/** What the attached disk is, for status lines, export and the state panel. */
+let attached: LabDisk | null = null;
+const transfers = new TransferClient();
+const diskState = new DiskState(ui.diskState);
 /** Whether the attached disk was opened read-only. */
 let diskReadOnly = false;
 let guest: GuestHandle | null = null;
@@ -152,17 +169,77 @@ async function opfsDiskBytes(name: string): Promise<number | null> {
   return found ? found.size : null;
 }
 
+async function indexedDbDiskBytes(name: string): Promise<number | null> {
+  const found = (await listIndexedDbDisks().catch(() => [])).find((d) => d.name === name);
+  return found ? found.size : null;
+}
+
+type PersistentKind = 'opfs' | 'indexeddb';
+const KIND_LABEL = { opfs: 'OPFS', indexeddb: 'IndexedDB' } as const;
+const diskBytes = (kind: PersistentKind, name: string) => (kind === 'opfs' ? opfsDiskBytes(name) : indexedDbDiskBytes(name));
+const persistentSpec = (kind: PersistentKind, name: string, extra: { size?: number; readOnly?: boolean } = {}): BackendSpec =>
+  kind === 'opfs' ? { kind, name, directory: OPFS_DIRECTORY, lockWaitMs: 3000, ...extra } : { kind, name, lockWaitMs: 3000, ...extra };
+
+/** A disk the lab can attach: the spec for createDisk, and the plain spec of the stored disk (for export). */
+interface LabDisk {
+  kind: 'memory' | PersistentKind | 'overlay';
+  name: string;
+  spec: BackendSpec;
+  /** The disk as stored, opened without the lab's state wrapper; null for memory. */
+  stored: BackendSpec | null;
+  /** The state buffer the device's wrapper publishes into (IndexedDB, overlay). */
+  state: Float64Array | null;
+}
+
+/** IndexedDB and overlay disks go through lab-backend.ts, which publishes their state for the panel. */
+function observed(kind: LabDisk['kind'], name: string, stored: BackendSpec): LabDisk {
+  const buffer = typeof SharedArrayBuffer === 'function' && globalThis.crossOriginIsolated ? new SharedArrayBuffer(LAB_STATE_BYTES) : new ArrayBuffer(LAB_STATE_BYTES);
+  const url = new URL('./lab-backend.ts', import.meta.url).href;
+  return { kind, name, stored, state: new Float64Array(buffer), spec: { kind: 'module', url, options: { spec: stored, state: buffer } } };
+}
+
+/** The overlay's base, from its select ('opfs:NAME' or 'indexeddb:NAME'), opened read-only. */
+function overlayBase(): BackendSpec | null {
+  const [kind, ...rest] = ui.overlayBase.value.split(':');
+  const name = rest.join(':');
+  if ((kind !== 'opfs' && kind !== 'indexeddb') || name === '') return null;
+  return persistentSpec(kind, name, { readOnly: true });
+}
+
+/** Offer every stored disk as an overlay base. */
+async function refreshOverlayBases(): Promise<void> {
+  const keep = ui.overlayBase.value;
+  const opfs = globalThis.crossOriginIsolated ? await listOpfsDisks(OPFS_DIRECTORY).catch(() => []) : [];
+  const idb = await listIndexedDbDisks().catch(() => []);
+  const options = [...opfs.map((d) => ['opfs', d]), ...idb.map((d) => ['indexeddb', d])] as Array<[PersistentKind, { name: string; size: number }]>;
+  ui.overlayBase.replaceChildren(
+    ...options.map(([kind, d]) => new Option(`${KIND_LABEL[kind]} "${d.name}" (${mib(d.size)})`, `${kind}:${d.name}`)),
+  );
+  if (options.length === 0) ui.overlayBase.append(new Option('no stored disk yet: import or attach one first', ''));
+  if ([...ui.overlayBase.options].some((o) => o.value === keep)) ui.overlayBase.value = keep;
+}
+
 /** The disk fields, checked; null (with the reasons shown) when one is refused. */
-async function diskSpec(): Promise<Exclude<BackendSpec, { kind: 'module' }> | null> {
-  const opfs = ui.backend.value === 'opfs';
-  const name = opfs ? shown(ui.name, ui.nameError, checkDiskName(ui.name.value)) : (shown(ui.name, ui.nameError, { ok: true, value: '' }), '');
-  const existing = opfs && name ? await opfsDiskBytes(name) : null;
-  const free = opfs ? await storageFreeBytes() : null;
-  const size = shown(ui.size, ui.sizeError, checkDiskSize(ui.size.value, opfs ? 'opfs' : 'memory', free, existing));
-  if (size === null || name === null) return null;
+async function diskSpec(): Promise<LabDisk | null> {
+  const kind = ui.backend.value as LabDisk['kind'];
+  ui.overlayRow.hidden = kind !== 'overlay';
+  const persistent = kind !== 'memory';
+  const name = persistent ? shown(ui.name, ui.nameError, checkDiskName(ui.name.value)) : (shown(ui.name, ui.nameError, { ok: true, value: '' }), '');
   const readOnly = ui.readOnly.checked;
-  if (opfs) return { kind: 'opfs', name, directory: OPFS_DIRECTORY, size, readOnly, lockWaitMs: 3000 };
-  return { kind: 'memory', size, readOnly };
+  if (kind === 'overlay') {
+    shown(ui.size, ui.sizeError, { ok: true, value: 0 });
+    const base = overlayBase();
+    if (name === null || base === null) return null;
+    const top = persistentSpec(ui.overlayTop.value as PersistentKind, name);
+    return observed('overlay', name, { kind: 'overlay', base, top, readOnly });
+  }
+  const existing = persistent && name ? await diskBytes(kind, name) : null;
+  const free = persistent ? await storageFreeBytes() : null;
+  const size = shown(ui.size, ui.sizeError, checkDiskSize(ui.size.value, kind, free, existing));
+  if (size === null || name === null) return null;
+  if (kind === 'opfs') return { kind, name, spec: persistentSpec(kind, name, { size, readOnly }), stored: persistentSpec(kind, name), state: null };
+  if (kind === 'indexeddb') return observed(kind, name, persistentSpec(kind, name, { size, readOnly }));
+  return { kind, name: '', spec: { kind: 'memory', size, readOnly }, stored: null, state: null };
 }
 
 /** The workload fields, checked against the attached guest; null when one is refused. */
@@ -247,35 +324,38 @@ async function attach(): Promise<void> {
   ui.attach.disabled = true;
   try {
     // Check first: a refused field leaves the attached disk as it is.
-    const spec = await diskSpec();
+    const lab = await diskSpec();
     const limit = rateLimit();
-    if (!spec || limit === undefined) {
+    if (!lab || limit === undefined) {
       say(`attach refused: correct the field marked in red; ${disk ? 'the attached disk is unchanged' : 'no disk is attached'}`, true);
       return;
     }
     await detach();
-    say(`attaching a ${spec.kind} disk…`);
+    say(`attaching a ${lab.kind} disk…`);
+    const readOnly = ui.readOnly.checked;
     try {
       const isolated = globalThis.crossOriginIsolated === true;
-      if (!isolated && spec.kind === 'opfs') {
+      if (!isolated && (lab.kind === 'opfs' || (lab.kind === 'overlay' && JSON.stringify(lab.stored).includes('"opfs"')))) {
         throw new Error('OPFS needs the device in a worker, and this page is not cross-origin isolated (no COOP/COEP)');
       }
       const ram = new WebAssembly.Memory({ initial: DEMO_RAM_PAGES, maximum: DEMO_RAM_MAX_PAGES, shared: isolated });
       const d = await createDisk({
         memory: [{ guestAddress: DEMO_RAM_BASE, source: ram, size: DEMO_RAM_MAX_PAGES * PAGE_BYTES }],
-        backend: spec,
+        backend: lab.spec,
         device: { serial: 'virtio-blk-web-lab', rateLimit: limit ?? undefined },
       });
       disk = d;
-      diskReadOnly = spec.readOnly ?? false;
+      attached = lab;
+      diskReadOnly = readOnly;
       d.onStorageError = (error) => (firstStorageError ??= describeError(error));
       guest = await startGuest(d, ram);
       const sizeMiB = (d.stats.capacitySectors * 512) / MiB;
       say(
-        `attached: ${spec.kind}${spec.kind === 'opfs' ? ` "${spec.name}"` : ''}, ${sizeMiB.toLocaleString()} MiB` +
-          `${spec.readOnly ? ', read-only' : ''}; device on ${d.host === 'worker' ? 'a worker' : 'this page (no cross-origin isolation)'}`,
+        `attached: ${lab.kind}${lab.name ? ` "${lab.name}"` : ''}, ${sizeMiB.toLocaleString()} MiB` +
+          `${readOnly ? ', read-only' : ''}; device on ${d.host === 'worker' ? 'a worker' : 'this page (no cross-origin isolation)'}`,
       );
-      document.body.dataset.attached = spec.kind;
+      document.body.dataset.attached = lab.kind;
+      diskState.show(lab, d);
       ui.detach.disabled = false;
       ui.run.disabled = false;
     } catch (err) {
@@ -285,6 +365,7 @@ async function attach(): Promise<void> {
   } finally {
     ui.attach.disabled = false;
     void refreshStorage();
+    void refreshOverlayBases();
   }
 }
 
@@ -294,6 +375,8 @@ async function detach(): Promise<void> {
   guest = null;
   const d = disk;
   disk = null;
+  attached = null;
+  diskState.show(null, null);
   delete document.body.dataset.attached;
   ui.detach.disabled = true;
   ui.run.disabled = true;
@@ -401,67 +484,120 @@ function describeRun(r: DemoRunResult, throttled: number, kind: WorkloadKind): s
   return lines.join('\n');
 }
 
+/** Where an import goes: the selected persistent kind, or OPFS when memory or overlay is selected. */
+function importKind(): PersistentKind {
+  return ui.backend.value === 'indexeddb' ? 'indexeddb' : 'opfs';
+}
+
+function showProgress(verb: string): (p: TransferProgress) => void {
+  return (p) => {
+    ui.importProgress.value = p.totalBytes ? p.doneBytes / p.totalBytes : 1;
+    ui.progressText.textContent =
+      `${verb} ${mib(p.doneBytes)} of ${mib(p.totalBytes)}; ${mib(p.dataBytes)} of data, ` + `${mib(p.doneBytes - p.dataBytes)} zero blocks skipped`;
+  };
+}
+
+/** Run a transfer with the progress bar and Cancel live; the page's other transfer buttons wait. */
+async function withTransfer<T>(body: () => Promise<T>): Promise<T> {
+  ui.cancel.disabled = false;
+  for (const b of [ui.export, ui.importUrlGo]) b.disabled = true;
+  ui.importFile.disabled = true;
+  ui.importProgress.value = 0;
+  try {
+    return await body();
+  } finally {
+    ui.cancel.disabled = true;
+    for (const b of [ui.export, ui.importUrlGo]) b.disabled = false;
+    ui.importFile.disabled = false;
+    document.body.dataset.transfers = String(Number(document.body.dataset.transfers ?? 0) + 1);
+  }
+}
+
+/** Import a local file or a URL into the disk named in the name field (asking before replacing one). */
+async function importSource(source: File | string): Promise<void> {
+  const label = typeof source === 'string' ? source : source.name;
+  const kind = importKind();
+  const what = `${KIND_LABEL[kind]} disk`;
+  const name = shown(ui.name, ui.nameError, checkDiskName(ui.name.value));
+  if (name === null) {
+    ui.imageStatus.textContent = `import not started: correct the ${KIND_LABEL[kind]} name`;
+    return;
+  }
+  const existing = await diskBytes(kind, name);
+  const sizeText = typeof source === 'string' ? 'the image at that URL' : `${source.name} (${mib(source.size)})`;
+  if (existing !== null && !confirm(`Replace the ${what} "${name}" (${mib(existing)}) with ${sizeText}? Its contents will be lost.`)) {
+    ui.imageStatus.textContent = `import cancelled: ${what} "${name}" is unchanged`;
+    return;
+  }
+  const free = await storageFreeBytes();
+  if (typeof source !== 'string' && free !== null && source.size - (existing ?? 0) > free) {
+    ui.imageStatus.textContent = `import refused: ${source.name} is ${mib(source.size)} and this origin has ${mib(free)} free`;
+    return;
+  }
+  // The device holds the disk's lock: let go of whatever is attached first.
+  if (disk !== null && attached?.kind !== 'memory') await detach();
+  ui.imageStatus.textContent = `importing ${label}…`;
+  const target: ImportTarget = kind === 'opfs' ? { kind, name, directory: OPFS_DIRECTORY } : { kind, name };
+  try {
+    const result = await withTransfer(() => transfers.importImage(source, target, 'replace', showProgress('imported')));
+    ui.importProgress.value = 1;
+    ui.imageStatus.textContent =
+      `imported ${label} as ${what} "${name}" (${result.diskBytes.toLocaleString()} bytes; ` +
+      `${result.dataBytes.toLocaleString()} bytes of data stored, zero blocks skipped)`;
+    document.body.dataset.imported = String(result.diskBytes);
+    ui.backend.value = kind;
+    await attach();
+  } catch (err) {
+    ui.imageStatus.textContent = `import failed: ${describeError(err)}${(err as { code?: string }).code === 'aborted' ? `; no ${what} "${name}" was made` : ''}`;
+  }
+}
+
 async function importFile(): Promise<void> {
   const file = ui.importFile.files?.[0];
   if (!file) return;
-  const name = shown(ui.name, ui.nameError, checkDiskName(ui.name.value));
   try {
-    if (name === null) {
-      ui.imageStatus.textContent = 'import not started: correct the OPFS name';
-      return;
-    }
-    const existing = await opfsDiskBytes(name);
-    if (existing !== null && !confirm(`Replace the OPFS disk "${name}" (${mib(existing)}) with ${file.name} (${mib(file.size)})? Its contents will be lost.`)) {
-      ui.imageStatus.textContent = `import cancelled: OPFS disk "${name}" is unchanged`;
-      return;
-    }
-    const free = await storageFreeBytes();
-    if (free !== null && file.size - (existing ?? 0) > free) {
-      ui.imageStatus.textContent = `import refused: ${file.name} is ${mib(file.size)} and this origin has ${mib(free)} free`;
-      return;
-    }
-    if (disk !== null && ui.backend.value === 'opfs') await detach();
-    ui.imageStatus.textContent = `importing ${file.name}…`;
-    const size = await importImage(file, name, OPFS_DIRECTORY, (done, total) => {
-      ui.importProgress.value = total ? done / total : 1;
-    });
-    ui.importProgress.value = 1;
-    ui.imageStatus.textContent = `imported ${file.name} as OPFS disk "${name}" (${size.toLocaleString()} bytes)`;
-    document.body.dataset.imported = String(size);
-    ui.backend.value = 'opfs';
-    await attach();
-  } catch (err) {
-    ui.imageStatus.textContent = `import failed: ${describeError(err)}`;
+    await importSource(file);
   } finally {
     ui.importFile.value = '';
   }
 }
 
 async function exportDisk(): Promise<void> {
+  const selected = ui.backend.value;
+  const kind = selected === 'indexeddb' || selected === 'overlay' ? selected : 'opfs';
   const name = shown(ui.name, ui.nameError, checkDiskName(ui.name.value));
   if (name === null) {
-    ui.imageStatus.textContent = 'export not started: correct the OPFS name';
+    ui.imageStatus.textContent = 'export not started: correct the name';
     return;
   }
-  if ((await opfsDiskBytes(name)) === null) {
-    ui.imageStatus.textContent = `there is no OPFS disk "${name}" to export: attach or import one with that name first`;
-    return;
+  let spec: BackendSpec;
+  if (kind === 'overlay') {
+    const base = overlayBase();
+    const topKind = ui.overlayTop.value as PersistentKind;
+    if (base === null || (await diskBytes(topKind, name)) === null) {
+      ui.imageStatus.textContent = `there is no overlay "${name}" to export: attach one with that name first`;
+      return;
+    }
+    spec = { kind: 'overlay', base, top: persistentSpec(topKind, name), readOnly: true };
+  } else {
+    if ((await diskBytes(kind, name)) === null) {
+      ui.imageStatus.textContent = `there is no ${KIND_LABEL[kind]} disk "${name}" to export: attach or import one with that name first`;
+      return;
+    }
+    spec = persistentSpec(kind, name, { readOnly: true });
   }
-  const wasAttached = disk !== null && ui.backend.value === 'opfs';
+  const wasAttached = disk !== null && attached?.kind !== 'memory';
   try {
-    // The device worker holds the disk's handle and lock: let go first
-    // (closing flushes), then hand the browser the file on storage.
+    // The device holds the disk's handle and lock: let go first (closing flushes).
     if (wasAttached) await detach();
-    const file = await exportImage(name, OPFS_DIRECTORY);
-    const url = URL.createObjectURL(file);
-    ui.download.href = url;
-    ui.download.download = `${name}.img`;
-    ui.download.click();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    ui.imageStatus.textContent = `exporting "${name}"…`;
+    const file = await withTransfer(() => transfers.exportImage(spec, `${name}.img`, showProgress('exported')));
+    offerDownload(file, `${name}.img`);
     ui.imageStatus.textContent = `exported "${name}" (${file.size.toLocaleString()} bytes)`;
-    if (wasAttached) await attach();
   } catch (err) {
     ui.imageStatus.textContent = `export failed: ${describeError(err)}`;
+  } finally {
+    if (wasAttached) await attach();
   }
 }
 
@@ -491,9 +627,14 @@ ui.detach.onclick = () => void detach();
 ui.run.onclick = () => void run();
 ui.stop.onclick = () => guest?.stop();
 ui.importFile.onchange = () => void importFile();
+ui.importUrlGo.onclick = () => void (ui.importUrl.value.trim() && importSource(ui.importUrl.value.trim()));
+ui.cancel.onclick = () => transfers.cancel();
+ui.overlayBase.onchange = () => void diskSpec();
+ui.overlayTop.onchange = () => void diskSpec();
 ui.export.onclick = () => void exportDisk();
 ui.persist.onclick = () => void persist();
 if (globalThis.crossOriginIsolated !== true) ui.backend.querySelector<HTMLOptionElement>('option[value="opfs"]')!.disabled = true;
 
 // The embedded default: a 64 MiB in-memory disk, attached on load.
+void refreshOverlayBases();
 void attach().then(() => (document.body.dataset.ready = 'true'));

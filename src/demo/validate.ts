@@ -22,22 +22,22 @@ function wholeNumber(text: string, what: string, min: number, max: number, unit 
 /**
  * A disk size in MiB. `freeBytes` is what the origin's quota has left
  * (OPFS: Chromium counts a disk's full size against it, even sparse);
- * `existingBytes` is set when the OPFS disk exists (its size is kept).
+ * `existingBytes` is set when the OPFS or IndexedDB disk exists (its size is kept).
  */
 export function checkDiskSize(
   text: string,
-  backend: 'memory' | 'opfs',
+  backend: 'memory' | 'opfs' | 'indexeddb',
   freeBytes: number | null,
   existingBytes: number | null,
 ): Checked<number> {
-  if (backend === 'opfs' && existingBytes !== null) return { ok: true, value: existingBytes };
+  if (backend !== 'memory' && existingBytes !== null) return { ok: true, value: existingBytes };
   const max = backend === 'memory' ? MEMORY_DISK_MAX_MIB : Math.floor((freeBytes ?? Number.MAX_SAFE_INTEGER) / MiB);
   const r = wholeNumber(text, 'Size', 1, Math.max(1, max), 'MiB');
   if (!r.ok) {
     if (backend === 'memory' && Number(text) > MEMORY_DISK_MAX_MIB) {
       return { ok: false, reason: `${r.reason}: a memory disk lives in the device worker's memory` };
     }
-    if (backend === 'opfs' && freeBytes !== null && Number(text) > max) {
+    if (backend !== 'memory' && freeBytes !== null && Number(text) > max) {
       return { ok: false, reason: `${r.reason}: this origin has ${max.toLocaleString()} MiB of storage quota free` };
     }
     return r;
