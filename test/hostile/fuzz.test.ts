@@ -1,13 +1,18 @@
-// The hostile-guest fuzzer in the unit run: 20,000 seeded cases (fuzz.ts).
+// The hostile-guest fuzzer in the unit run: 20,000 seeded cases (fuzz.ts), and
+// 3,000 more on a virtio-pci disk with raw config-space and BAR0 writes.
 // A failure prints fast-check's seed and path; replay it with
-// `npm run fuzz -- --seed S --path P`. HOSTILE_FUZZ_SEED picks another seed.
+// `npm run fuzz -- --seed S --path P` (add `--transport pci` for the second). HOSTILE_FUZZ_SEED picks another seed.
 
 import fc from 'fast-check';
 import { it } from 'vitest';
-import { fuzzProperty } from './fuzz.ts';
+import { fuzzProperty, pciFuzzProperty } from './fuzz.ts';
 
 const seed = Number(process.env.HOSTILE_FUZZ_SEED ?? 9_2026);
 
 it('fuzz: 20,000 hostile register, descriptor and ring cases keep RAM, disk and the host intact, and the device serves after a reset', async () => {
   await fc.assert(fuzzProperty, { numRuns: 20_000, seed });
+}, 120_000);
+
+it('fuzz: 3,000 hostile cases on a virtio-pci disk, with raw config-space and BAR0 writes, keep RAM, disk, IDs and the host intact', async () => {
+  await fc.assert(pciFuzzProperty, { numRuns: 3_000, seed });
 }, 120_000);

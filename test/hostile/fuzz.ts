@@ -10,10 +10,19 @@
 // The device runs on the same thread over a synchronous backend, so a case is
 // deterministic: fast-check's seed and path replay it exactly
 // (scripts/fuzz.ts). Environment-neutral.
+//
+// `pciFuzzProperty` runs the same cases on a virtio-pci disk: the MMIO-named
+// register writes reach the function's fields through pci-view.ts, and raw
+// writes of any offset, width and value to configuration space and BAR0 come
+// before and after the rings are offered. The used ring the device may write
+// is read back from the function after every raw write (a write through the
+// PCI_CFG window can move it too).
 
 import fc from 'fast-check';
 import { VirtioFeature } from '../../src/virtio/device.ts';
 import { MmioReg } from '../../src/virtio/mmio/mmio.ts';
+import type { PciFunctionAccessor } from '../../src/virtio/pci/function.ts';
+import { BarRegion, CapAt, CapField, CommonCfg, DEFAULT_BAR_SIZE, PciHeader } from '../../src/virtio/pci/layout.ts';
 import { CaseFailure, LIVE, RawGuest, layoutFor } from './guest.ts';
 import { expectServes } from './runner.ts';
 import { fillDisk, sameThreadTarget } from './target.ts';
@@ -97,6 +106,56 @@ export const fuzzCase = fc.record({
 });
 export type FuzzCase = typeof fuzzCase extends fc.Arbitrary<infer C> ? C : never;
 
+/** Offsets a PCI fuzz write aims at often: every common-config field, ISR, device config, notify, header, window. */
+const PCI_BAR_OFFSETS = [
+  ...Object.values(CommonCfg).map((o) => BarRegion.CommonCfg + o),
+  BarRegion.IsrCfg,
+  BarRegion.DeviceCfg + 32,
+  BarRegion.NotifyCfg,
+  BarRegion.NotifyCfg + 4,
+];
+const PCI_CONFIG_OFFSETS = [
+  PciHeader.Command,
+  PciHeader.Status,
+  PciHeader.Bar0,
+  PciHeader.InterruptLine,
+  ...Object.values(CapField).map((o) => CapAt.PciCfg + o),
+];
+
+const pciWrite = fc.record({
+  config: fc.boolean(),
+  offset: fc.oneof(fc.constantFrom(...PCI_BAR_OFFSETS, ...PCI_CONFIG_OFFSETS), fc.integer({ min: -8, max: DEFAULT_BAR_SIZE + 8 })),
+  value: regWrite.map((w) => w.value),
+  width: fc.constantFrom(1, 2, 4, 4, 8, 3),
+});
+type PciWrite = typeof pciWrite extends fc.Arbitrary<infer W> ? W : never;
+
+/** A fuzz case for a PCI disk: the MMIO-named case plus raw configuration-space and BAR0 writes. */
+export const pciFuzzCase = fc.record({
+  base: fuzzCase,
+  pre: fc.array(pciWrite, { maxLength: 4 }),
+  post: fc.array(pciWrite, { maxLength: 4 }),
+});
+export type PciFuzzCase = typeof pciFuzzCase extends fc.Arbitrary<infer C> ? C : never;
+
+/** Queue 0's used ring as the function now holds it (reading common config has no side effects). */
+function allowPciUsedRing(g: RawGuest, p: PciFunctionAccessor): void {
+  const sel = p.readBar(BarRegion.CommonCfg + CommonCfg.QueueSelect, 2);
+  p.writeBar(BarRegion.CommonCfg + CommonCfg.QueueSelect, 2, 0);
+  const lo = p.readBar(BarRegion.CommonCfg + CommonCfg.QueueDeviceLo, 4);
+  const hi = p.readBar(BarRegion.CommonCfg + CommonCfg.QueueDeviceHi, 4);
+  p.writeBar(BarRegion.CommonCfg + CommonCfg.QueueSelect, 2, sel);
+  g.allow(lo + hi * 2 ** 32, 6 + 8 * DEVICE_MAX_QUEUE);
+}
+
+function writePci(g: RawGuest, p: PciFunctionAccessor, writes: readonly PciWrite[]): void {
+  for (const w of writes) {
+    if (w.config) p.writeConfig(w.offset, w.width, w.value);
+    else p.writeBar(w.offset, w.width, w.value);
+    allowPciUsedRing(g, p);
+  }
+}
+
 /** The used ring a register write may legitimately move the queue to (R2: re-programmed after QueueReady=0). */
 function trackUsedRing(g: RawGuest, w: RegWrite, model: { lo: number; hi: number }): void {
   if (w.width !== 4 || w.offset % 4 !== 0) return;
@@ -116,18 +175,26 @@ function writeDesc(g: RawGuest, i: number, d: Desc, table: number): void {
   if (d.flags & 2 && !(d.flags & 4)) g.allow(Number(d.addr) + g.base, d.len);
 }
 
-/** What no write may change (R1, R5): identity, the offer, QueueNumMax, and every config byte but writeback. */
+/**
+ * What no write may change (R1, R5): identity, the offer, QueueNumMax, and every config byte but writeback.
+ * On PCI, queue_size stands for QueueNumMax and is the driver's to write, so it is left out; the PCI IDs
+ * and the capability list are in instead.
+ */
 function fixedRegisters(g: RawGuest): number[] {
   g.setReg(MmioReg.QueueSel, 0);
-  const out = [MmioReg.MagicValue, MmioReg.Version, MmioReg.DeviceId, MmioReg.VendorId, MmioReg.QueueNumMax].map((r) => g.reg(r));
+  const registers: number[] = [MmioReg.MagicValue, MmioReg.Version, MmioReg.DeviceId, MmioReg.VendorId];
+  if (!g.t.pci) registers.push(MmioReg.QueueNumMax);
+  const out = registers.map((r) => g.reg(r));
+  const p = g.t.pci;
+  if (p) for (let at = 0; at < CapAt.PciCfg + 4; at += 4) if (at !== PciHeader.Command && at !== 0x0c && at !== PciHeader.Bar0 && at !== 0x3c) out.push(p.readConfig(at, 4));
   out.push(Number(g.offered() & 0xffff_ffffn), Number(g.offered() >> 32n));
   for (let i = 0; i < 60; i++) if (i !== 32) out.push(g.reg(0x100 + i, 1));
   return out;
 }
 
-/** Run one case; throws CaseFailure (FAIL or WEDGED) when the device misbehaves. */
-export async function runFuzzCase(c: FuzzCase): Promise<void> {
-  const t = await sameThreadTarget({ ramBytes: RAM, diskBytes: 64 << 10, readOnly: c.readOnly, hangMs: 250 });
+/** Run one case; throws CaseFailure (FAIL or WEDGED) when the device misbehaves. With `pci`, on a PCI disk. */
+export async function runFuzzCase(c: FuzzCase, pci?: { pre: readonly PciWrite[]; post: readonly PciWrite[] }): Promise<void> {
+  const t = await sameThreadTarget({ ramBytes: RAM, diskBytes: 64 << 10, readOnly: c.readOnly, hangMs: 250, transport: pci ? 'pci' : 'mmio' });
   fillDisk(t.disk);
   const g = new RawGuest(t);
   g.diskBefore.set(t.disk);
@@ -147,6 +214,7 @@ export async function runFuzzCase(c: FuzzCase): Promise<void> {
       g.setReg(w.offset, w.value, w.width);
       trackUsedRing(g, w, model);
     }
+    if (pci && t.pci) writePci(g, t.pci, pci.pre);
     g.programQueue({ ...layout, size: c.queueSize });
     g.allow(layout.used, 6 + 8 * DEVICE_MAX_QUEUE);
     c.headers.forEach((h, k) => g.header(g.base + HEADERS[k]!, h.type, h.sector));
@@ -162,6 +230,7 @@ export async function runFuzzCase(c: FuzzCase): Promise<void> {
       g.setReg(w.offset, w.value, w.width);
       trackUsedRing(g, w, model);
     }
+    if (pci && t.pci) writePci(g, t.pci, pci.post);
     // A synchronous backend on the same thread: the device has done all it will inside the writes above.
     g.notify();
     if (t.hostErrors.length) throw new CaseFailure('FAIL', `an exception reached the host: ${t.hostErrors[0]}`);
@@ -180,4 +249,5 @@ export async function runFuzzCase(c: FuzzCase): Promise<void> {
   }
 }
 
-export const fuzzProperty = fc.asyncProperty(fuzzCase, runFuzzCase);
+export const fuzzProperty = fc.asyncProperty(fuzzCase, (c) => runFuzzCase(c));
+export const pciFuzzProperty = fc.asyncProperty(pciFuzzCase, (c) => runFuzzCase(c.base, c));
