@@ -14,7 +14,7 @@
 // on the OPFS 4 KiB QD32 row. Then the Linux guest section (e2e/linux/bench.ts)
 // when it exists. Nothing here asserts: it prints and writes JSON.
 //
-//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,linux] [-- --backend=memory,opfs]
+//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,wasi,linux] [-- --backend=memory,opfs]
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -26,13 +26,14 @@ import type { Page } from 'playwright';
 import { type LatencySummary, type WorkloadResult } from './harness/protocol.ts';
 import type { GroupRunResult } from '../e2e/harness/group-run.ts';
 import { callPage, openBenchBrowser } from './node/browser.ts';
+import { wasiSection, wasiTable, type WasiSectionResult } from './node/wasi.ts';
 import { inspectWorkers, sampleHeap, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
 import { FULL, GROUP_LIMITER_CASE, LIMITER_CASES, NO_POLLING, NO_POLLING_ROWS, POLLING, QUICK, WORKLOADS, backends, spec, type BackendCase, type Polling, type Timing } from './node/plan.ts';
 import { report, type BenchReport, type DeviceRow, type LatencyRow, type RawResult } from './node/report.ts';
 import { canReadThreads, chromiumPids, cpuNs, newThreads, workerThreads, type ThreadRef } from './node/threads.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const SECTIONS = ['device', 'latency', 'memory', 'limiter', 'profile', 'linux'] as const;
+const SECTIONS = ['device', 'latency', 'memory', 'limiter', 'profile', 'wasi', 'linux'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values } = parseArgs({
@@ -362,6 +363,7 @@ async function main(): Promise<void> {
     linux: null,
     seconds: 0,
   };
+  let wasi: WasiSectionResult | null = null;
   const browser = await openBenchBrowser(root);
   try {
     const page = browser.page;
@@ -377,6 +379,8 @@ async function main(): Promise<void> {
     inspector = await inspectWorkers(browser.context, page);
     if (only.has('device')) await deviceSection(page, browser.profileDir, pageWorkers, out);
     if (only.has('limiter')) await limiterSection(page, browser.profileDir, out);
+    // On its own page (bench/node/wasi.ts).
+    if (only.has('wasi')) wasi = await wasiSection(page, values.quick, log);
   } finally {
     await inspector?.close();
     await browser.close();
@@ -385,10 +389,10 @@ async function main(): Promise<void> {
   out.seconds = (Date.now() - started) / 1000;
   out.host.loadAverageAtEnd = loadavg();
   const text = report(out);
-  process.stdout.write(`${text}\n`);
+  process.stdout.write(`${text}${wasi ? `\n\n${wasiTable(wasi)}` : ''}\n`);
   const dir = join(root, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
-  const json = `${JSON.stringify(out, null, 2)}\n`;
+  const json = `${JSON.stringify({ ...out, ...(wasi ? { wasi } : {}) }, null, 2)}\n`;
   writeFileSync(join(dir, `${runId}.json`), json);
   writeFileSync(join(dir, 'latest.json'), json);
   log(`wrote bench/results/${runId}.json and bench/results/latest.json (${out.seconds.toFixed(0)} s)`);

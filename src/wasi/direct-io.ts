@@ -21,7 +21,18 @@ type IoImport = (fd: number, iovs: number, iovsLen: number, offsetOrOut: bigint 
 /** Route disk descriptors' positioned and streaming I/O straight to guest memory. Returns `w`. */
 export function directDiskIo(w: WASI): WASI {
   const imports = w.wasiImport as Record<string, IoImport>;
-  const memory = (): ArrayBuffer => (w.inst.exports.memory as WebAssembly.Memory).buffer as ArrayBuffer;
+  // Views on the program's memory, re-derived only when it grew (a grown
+  // memory has a new buffer; DESIGN.md: never keep a view across growth).
+  let buffer: ArrayBuffer | null = null;
+  let view: DataView = new DataView(new ArrayBuffer(0));
+  const memory = (): DataView => {
+    const current = (w.inst.exports.memory as WebAssembly.Memory).buffer as ArrayBuffer;
+    if (current !== buffer) {
+      buffer = current;
+      view = new DataView(current);
+    }
+    return view;
+  };
   const disk = (fd: number): OpenDiskFile | null => {
     const f = w.fds[fd];
     return f instanceof OpenDiskFile ? f : null;
@@ -29,8 +40,8 @@ export function directDiskIo(w: WASI): WASI {
 
   /** Move every iovec; returns the errno and leaves the byte count in lastCount. `at` null: the descriptor's position. */
   const transfer = (f: OpenDiskFile, iovs: number, iovsLen: number, at: number | null, write: boolean): number => {
-    const buffer = memory();
-    const view = new DataView(buffer);
+    const view = memory();
+    const buffer = view.buffer;
     let offset = at ?? f.position;
     let total = 0;
     let errno: number = wasi.ERRNO_SUCCESS;
@@ -75,7 +86,7 @@ export function directDiskIo(w: WASI): WASI {
       if (!f) return shimImport(fd, iovs, iovsLen, offsetOrOut, out);
       if (write && !positioned && f.appending) f.position = f.file.size;
       const errno = transfer(f, iovs, iovsLen, positioned ? Number(offsetOrOut) : null, write);
-      new DataView(memory()).setUint32(positioned ? out! : Number(offsetOrOut), lastCount, true);
+      memory().setUint32(positioned ? out! : Number(offsetOrOut), lastCount, true);
       return errno;
     };
   }

@@ -95,8 +95,14 @@ export class DiskFile extends Inode {
     if (!(offset >= 0)) return -wasi.ERRNO_INVAL;
     if (offset >= size || dst.length === 0) return 0;
     const n = Math.min(dst.length, size - offset);
-    const errno = this.#call('read', () => this.backend.read(offset, n === dst.length ? dst : dst.subarray(0, n)));
-    return errno === wasi.ERRNO_SUCCESS ? n : -errno;
+    // The hot path: no closure, no allocation (a 4 KiB OPFS read takes ~4 µs).
+    let done: MaybePromise;
+    try {
+      done = this.backend.read(offset, n === dst.length ? dst : dst.subarray(0, n));
+    } catch (err) {
+      return -this.#failed(toStorageError(err, `${this.name}: read of ${n} bytes at ${offset}`));
+    }
+    return isPromise(done) ? -this.#asynchronous(done, 'read') : n;
   }
 
   /** Write `src` at `offset`, clipped at the end of the disk. Returns the bytes written, or a negative errno. */
@@ -107,8 +113,13 @@ export class DiskFile extends Inode {
     if (src.length === 0) return 0;
     if (offset >= size) return -wasi.ERRNO_NOSPC;
     const n = Math.min(src.length, size - offset);
-    const errno = this.#call('write', () => this.backend.write(offset, n === src.length ? src : src.subarray(0, n)));
-    if (errno !== wasi.ERRNO_SUCCESS) return -errno;
+    let done: MaybePromise;
+    try {
+      done = this.backend.write(offset, n === src.length ? src : src.subarray(0, n));
+    } catch (err) {
+      return -this.#failed(toStorageError(err, `${this.name}: write of ${n} bytes at ${offset}`));
+    }
+    if (isPromise(done)) return -this.#asynchronous(done, 'write');
     this.#mtim = this.#ctim = BigInt(Date.now()) * NS_PER_MS;
     return n;
   }
@@ -142,17 +153,26 @@ export class DiskFile extends Inode {
 
   /** Run one backend call; map a failure to its errno and report it. */
   #call(what: string, fn: () => MaybePromise): number {
-    let error: StorageError;
+    let done: MaybePromise;
     try {
-      const done = fn();
-      if (!isPromise(done)) return wasi.ERRNO_SUCCESS;
-      // The program cannot wait for it; the result (and any late write into
-      // a read buffer) is abandoned. Put such a backend behind the facade.
-      done.catch(() => undefined);
-      error = new StorageError(StorageErrorCode.Unsupported, `${this.name}: ${what} answered asynchronously; serve this backend through startBackendWorker`);
+      done = fn();
     } catch (err) {
-      error = toStorageError(err, `${this.name}: ${what}`);
+      return this.#failed(toStorageError(err, `${this.name}: ${what}`));
     }
+    return isPromise(done) ? this.#asynchronous(done, what) : wasi.ERRNO_SUCCESS;
+  }
+
+  /**
+   * A backend answered with a promise: the program cannot wait for it, so the
+   * result (and any late write into a read buffer) is abandoned. Put such a
+   * backend behind the facade.
+   */
+  #asynchronous(done: Promise<void>, what: string): number {
+    done.catch(() => undefined);
+    return this.#failed(new StorageError(StorageErrorCode.Unsupported, `${this.name}: ${what} answered asynchronously; serve this backend through startBackendWorker`));
+  }
+
+  #failed(error: StorageError): number {
     this.#onStorageError?.(error);
     return errnoFor(error);
   }
