@@ -2,10 +2,12 @@
 // with a disk attached, a workload makes the numbers and charts move, failed
 // requests show as failures, refused inputs say why and change nothing,
 // every number is cleared when the disk changes, Stop says it stopped, an
-// import asks before it overwrites, and the storage panel reports the quota.
+// import asks before it overwrites, the storage panel reports the quota, and
+// IndexedDB and overlay disks attach, show their state, import, export and
+// cancel.
 // Screenshots go to /tmp/lab-*.png for a person to look at.
 
-import { readFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { expect, test } from './fixtures.ts';
 import type { Page } from '@playwright/test';
 
@@ -234,4 +236,93 @@ test('the storage panel shows quota used and free, and asks for persistent stora
     granted ? /^persistent: the browser will not evict/ : 'the browser declined to make storage persistent; it stays best-effort',
   );
   await page.screenshot({ path: '/tmp/lab-storage.png', fullPage: true });
+});
+
+test('an IndexedDB disk shows its chunks; an image imports into it with progress, exports back, a big import cancels; an overlay sits over it', async ({ page }) => {
+  test.setTimeout(240_000);
+  await open(page);
+  await page.selectOption('#backend', 'indexeddb');
+  await page.fill('#name', 'idb-lab');
+  await page.fill('#size', '16');
+  await page.click('#attach');
+  await expect(page.locator('#status')).toContainText('attached: indexeddb "idb-lab", 16 MiB; device on a worker');
+  const verify = await runWorkload(page, 'verify', 2);
+  expect(verify).toContain('Verify: mismatches 0, final read-back mismatches 0.');
+  // The verify workload flushes: chunks reach the database, and the panel counts them.
+  await expect.poll(() => page.evaluate(() => Number(document.body.dataset.storedChunks ?? 0))).toBeGreaterThan(0);
+  await expect(page.locator('#disk-state')).toContainText(/IndexedDB "idb-lab": [\d,]+ chunks stored/);
+  await expect(page.locator('#disk-state')).toContainText(/device cache: [\d,]+ chunks, [\d,]+ dirty, [\d,]+ write-back transactions in flight/);
+  await expect(page.locator('#disk-state')).toContainText(/origin storage: [\d,.]+ MiB used of [\d,.]+ MiB quota/);
+
+  // Import over it (the page asks first): 1 MiB of data, 2 MiB of zeroes that are not stored.
+  const image = Buffer.alloc(3 * MiB);
+  for (let i = 0; i < MiB; i++) image[i] = (i * 13 + (i >> 11)) & 0xff | 1;
+  const asked: string[] = [];
+  page.once('dialog', (d) => {
+    asked.push(d.message());
+    void d.accept();
+  });
+  await page.setInputFiles('#import', { name: 'disk.img', mimeType: 'application/octet-stream', buffer: image });
+  await expect(page.locator('#image-status')).toHaveText(
+    'imported disk.img as IndexedDB disk "idb-lab" (3,145,728 bytes; 1,048,576 bytes of data stored, zero blocks skipped)',
+  );
+  expect(asked).toEqual(['Replace the IndexedDB disk "idb-lab" (16 MiB) with disk.img (3 MiB)? Its contents will be lost.']);
+  await expect(page.locator('#transfer-progress')).toHaveText('imported 3 MiB of 3 MiB; 1 MiB of data, 2 MiB zero blocks skipped');
+  expect(await page.locator('#import-progress').evaluate((p: HTMLProgressElement) => p.value)).toBe(1);
+  await expect(page.locator('#status')).toContainText('attached: indexeddb "idb-lab", 3 MiB');
+  // 1 MiB of data is four 256 KiB chunks; the zeroes cost nothing.
+  await expect.poll(() => page.evaluate(() => Number(document.body.dataset.storedChunks ?? -1))).toBe(4);
+
+  const download = page.waitForEvent('download');
+  await page.click('#export');
+  const exported = await readFile(await (await download).path());
+  expect(exported.equals(image)).toBe(true);
+  await expect(page.locator('#image-status')).toHaveText('exported "idb-lab" (3,145,728 bytes)');
+  await expect(page.locator('#status')).toContainText('attached: indexeddb "idb-lab", 3 MiB');
+
+  // A big import, cancelled part-way: nothing is left under its name.
+  const big = '/tmp/transfer-lab-big.img';
+  await writeFile(big, Buffer.alloc(384 * MiB, 0x5a));
+  try {
+    await page.fill('#name', 'idb-big');
+    await page.setInputFiles('#import', big);
+    await expect.poll(() => page.locator('#import-progress').evaluate((p: HTMLProgressElement) => p.value)).toBeGreaterThan(0);
+    await page.click('#transfer-cancel');
+    await expect(page.locator('#image-status')).toHaveText(/^import failed: StorageError \[aborted\]: .*cancelled.*; no IndexedDB disk "idb-big" was made$/);
+    const names = await page.evaluate(async () => (await indexedDB.databases()).map((d) => d.name));
+    expect(names).not.toContain('virtio-blk-web:idb-big');
+    expect(names).toContain('virtio-blk-web:idb-lab');
+    await expect(page.locator('#transfer-cancel')).toBeDisabled();
+  } finally {
+    await rm(big, { force: true });
+  }
+
+  // An overlay over the imported disk, its top in OPFS: the guest's writes land in the top.
+  await page.selectOption('#backend', 'overlay');
+  await expect(page.locator('#overlay-row')).toBeVisible();
+  await page.selectOption('#overlay-base', 'indexeddb:idb-lab');
+  await page.selectOption('#overlay-top', 'opfs');
+  await page.fill('#name', 'ovl');
+  await page.click('#attach');
+  await expect(page.locator('#status')).toContainText('attached: overlay "ovl", 3 MiB');
+  expect(await runWorkload(page, 'verify', 2)).toContain('Verify: mismatches 0, final read-back mismatches 0.');
+  await expect.poll(() => page.evaluate(() => Number(document.body.dataset.topBlocks ?? 0))).toBeGreaterThan(0);
+  await expect(page.locator('#disk-state')).toContainText(/overlay "ovl": [\d,]+ blocks read from the base, [\d,]+ in the top, [\d,]+ zeroed/);
+  await page.screenshot({ path: '/tmp/transfer-lab-overlay.png', fullPage: true });
+  const overlayDownload = page.waitForEvent('download');
+  await page.click('#export');
+  expect((await readFile(await (await overlayDownload).path())).length).toBe(3 * MiB);
+  await expect(page.locator('#image-status')).toHaveText('exported "ovl" (3,145,728 bytes)');
+  // The base is unchanged by the overlay's writes.
+  await page.selectOption('#backend', 'indexeddb');
+  await page.fill('#name', 'idb-lab');
+  const baseDownload = page.waitForEvent('download');
+  await page.click('#export');
+  expect((await readFile(await (await baseDownload).path())).equals(image)).toBe(true);
+  await expect(page.locator('#transfer-progress')).toHaveText('exported 3 MiB of 3 MiB; 1 MiB of data, 2 MiB in holes, not read');
+  await expect(page.locator('#overlay-row')).toBeHidden();
+  // Exporting detached the base for a moment; it is attached again, its state on screen.
+  await expect(page.locator('#status')).toContainText('attached: indexeddb "idb-lab", 3 MiB');
+  await expect(page.locator('#disk-state')).toContainText('IndexedDB "idb-lab": 4 chunks stored');
+  await page.screenshot({ path: '/tmp/transfer-lab.png', fullPage: true });
 });

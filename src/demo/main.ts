@@ -331,7 +331,7 @@ async function attach(): Promise<void> {
       return;
     }
     await detach();
-    say(`attaching a ${lab.kind} disk…`);
+    say(`attaching the ${lab.kind} disk…`);
     const readOnly = ui.readOnly.checked;
     try {
       const isolated = globalThis.crossOriginIsolated === true;
@@ -489,11 +489,12 @@ function importKind(): PersistentKind {
   return ui.backend.value === 'indexeddb' ? 'indexeddb' : 'opfs';
 }
 
-function showProgress(verb: string): (p: TransferProgress) => void {
+function showProgress(verb: 'imported' | 'exported'): (p: TransferProgress) => void {
+  // An import skips the zero blocks it reads; an export never reads the holes the backend reports.
+  const rest = verb === 'imported' ? 'zero blocks skipped' : 'in holes, not read';
   return (p) => {
     ui.importProgress.value = p.totalBytes ? p.doneBytes / p.totalBytes : 1;
-    ui.progressText.textContent =
-      `${verb} ${mib(p.doneBytes)} of ${mib(p.totalBytes)}; ${mib(p.dataBytes)} of data, ` + `${mib(p.doneBytes - p.dataBytes)} zero blocks skipped`;
+    ui.progressText.textContent = `${verb} ${mib(p.doneBytes)} of ${mib(p.totalBytes)}; ${mib(p.dataBytes)} of data, ${mib(p.doneBytes - p.dataBytes)} ${rest}`;
   };
 }
 
