@@ -11,6 +11,7 @@
 
 import { readdirSync } from 'node:fs';
 import { defineConfig, type Connect, type Plugin } from 'vite';
+import { labAssets } from './scripts/build-lab-image.plugin.ts';
 
 /** Query parameter that turns cross-origin isolation off for one document. */
 export const ISOLATION_OFF_QUERY = 'isolation=off';
@@ -32,7 +33,7 @@ function crossOriginIsolation(): Plugin {
 
 /** The pages to build: the demo, plus the e2e harness pages for E2E_SERVER=preview runs. */
 function buildInputs(): Record<string, string> {
-  const inputs: Record<string, string> = { index: 'index.html' };
+  const inputs: Record<string, string> = { index: 'index.html', vm: 'vm.html' };
   if (process.env.E2E_BUILD_HARNESS) {
     for (const file of readdirSync('e2e/harness')) {
       if (file.endsWith('.html')) inputs[`harness-${file.slice(0, -5)}`] = `e2e/harness/${file}`;
@@ -42,7 +43,8 @@ function buildInputs(): Record<string, string> {
 }
 
 export default defineConfig({
-  plugins: [crossOriginIsolation()],
+  // labAssets: the VM page's image, BIOS, kernel and initramfs from the gitignored caches.
+  plugins: [crossOriginIsolation(), labAssets()],
   server: {
     host: '127.0.0.1',
     strictPort: true,
