@@ -145,6 +145,27 @@ export {
   type IndexedDbBackendOptions,
 } from './backends/indexeddb.ts';
 
+// Streaming import and export of disk images.
+export {
+  OPFS_EXPORT_FOLDER,
+  OPFS_IMPORT_FOLDER,
+  clearExportFiles,
+  diskBytesFor,
+  exportStream,
+  exportToFile,
+  importImage,
+  importIntoBackend,
+  offerDownload,
+  saveToHandle,
+  type ImageSource,
+  type ImportImageOptions,
+  type ImportOptions,
+  type ImportResult,
+  type ImportTarget,
+  type TransferOptions,
+  type TransferProgress,
+} from './transfer/index.ts';
+
 // Rate limiting.
 export * from './limiter/index.ts';
 
