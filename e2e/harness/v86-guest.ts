@@ -30,6 +30,8 @@ export interface BootConfig {
   /** Mount options for the root (vbw.mount=). */
   mount?: 'rw' | 'ro';
   timeoutMs: number;
+  /** Kernel command line words added after the harness's own. */
+  extraCmdline?: string;
   /** Read the whole disk back after the guest powered off (from the disk, not the image). */
   exportImage?: boolean;
 }
@@ -97,7 +99,7 @@ export async function boot(config: BootConfig): Promise<BootResult> {
   const image = async (): Promise<ArrayBuffer> => (imageBytes ??= await fetchBytes(config.imageUrl));
   const backend = config.disk === 'virtio' ? await openBackend(config.backend, image) : undefined;
   const diskName = config.disk === 'virtio' ? 'vda' : 'sda';
-  const cmdline = `console=ttyS0 rdinit=/init quiet vbw.disk=${diskName} vbw.mount=${config.mount ?? 'rw'} vbw.test=${config.test}`;
+  const cmdline = `console=ttyS0 rdinit=/init quiet noisapnp pnpbios=off vbw.disk=${diskName} vbw.mount=${config.mount ?? 'rw'} vbw.test=${config.test} ${config.extraCmdline ?? ''}`.trim();
   const emulator = new V86({
     wasm_path: `${V86_BUILD}/v86.wasm`,
     memory_size: 256 << 20,
@@ -145,13 +147,14 @@ export async function boot(config: BootConfig): Promise<BootResult> {
   result.ended = result.marks.some((m) => m.line === 'VBW-END');
   await emulator.stop();
   if (attached) {
-    const s = attached.device.stats;
+    const s = attached.disk.device.stats;
     result.counters = { ...attached.counters, reads: s.reads, writes: s.writes, discards: s.discards, flushes: s.flushes };
   }
   if (backend) {
     await backend.flush();
     if (config.exportImage) result.image = await readWhole(backend);
-    await attached?.close();
+    if (attached) await attached.disk.close();
+    else await backend.close();
   }
   await emulator.destroy();
   return result;

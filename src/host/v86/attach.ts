@@ -24,11 +24,9 @@
 //   ISR again); deferred, 0 of 7 (DESIGN.md).
 // - Guest RAM and the JIT: guest-ram.ts.
 
-import type { BlockBackend, StorageError } from '../../backends/backend.ts';
-import { VirtioBlkDevice, type BlockDeviceOptions } from '../../block/device.ts';
-import { VirtioPciFunction } from '../../virtio/pci/function.ts';
-import { createTransportState } from '../../virtio/transport/layout.ts';
-import { TransportDevice } from '../../virtio/transport/device.ts';
+import type { BlockBackend } from '../../backends/backend.ts';
+import { createSameThreadDisk, type SameThreadDisk, type SameThreadDiskOptions } from '../browser/same-thread.ts';
+import { DiskTransport } from '../browser/types.ts';
 import { BarAccess } from './bar-access.ts';
 import { JitDirtyingMemory, jitDirtyingBackend } from './guest-ram.ts';
 import { V86HookError, v86Internals, type V86Like } from './hooks.ts';
@@ -40,32 +38,30 @@ export const V86_DEFAULT_BAR_ADDRESS = 0xfe00_0000;
 /** Default PCI slot: free in v86 0.5.x (its ne2k sits at 5 and shares PIRQA with it). */
 export const V86_DEFAULT_SLOT = 0x0d;
 
+/** What the same-thread host takes, less what the adapter decides (memory, transport, doorbell scheduling). */
+export type V86DiskOptions = Omit<SameThreadDiskOptions, 'memory' | 'backend' | 'transport' | 'pci' | 'scheduleDoorbell' | 'sharedState'>;
+
 export interface AttachVirtioBlkOptions {
   /** The disk's storage: any `BlockBackend` (memory, OPFS, IndexedDB, HTTP, overlay, your own). */
   backend: BlockBackend;
-  /** Device options (read-only, cache mode, serial, queue size, limiter...). */
-  device?: BlockDeviceOptions;
+  /** Device and host options (read-only, cache mode, serial, queue size, rate limit...). */
+  disk?: V86DiskOptions;
   /** PCI slot (device number) 1–31; default 0x0d. */
   slot?: number;
   /** BAR0's fixed physical address, a multiple of 128 KiB; default 0xFE000000. */
   barAddress?: number;
   /** PCI name v86 logs. Default "virtio-blk-web". */
   name?: string;
-  /** Told of every storage error (the guest got IOERR). */
-  onStorageError?: (error: StorageError) => void;
 }
 
 export interface V86VirtioBlk {
-  readonly device: VirtioBlkDevice;
-  readonly transport: TransportDevice;
-  readonly pci: VirtioPciFunction;
+  /** The project's same-thread disk (stats, setRateLimit, resize, flush, close, the PCI function as `pci`). */
+  readonly disk: SameThreadDisk;
   /** The slot and BAR0 address it was registered at. */
   readonly slot: number;
   readonly barAddress: number;
   /** Counters: JIT invalidations and deferred device runs. */
   readonly counters: { readonly dirtyCalls: number; readonly runs: number };
-  /** Reset the device and close the backend (v86 cannot unplug a PCI device: stop the emulator first). */
-  close(): Promise<void>;
 }
 
 export class V86AttachError extends Error {
@@ -97,28 +93,21 @@ export function attachVirtioBlk(emulator: V86Like, options: AttachVirtioBlkOptio
   };
   const memory = new JitDirtyingMemory(cpu, dirty);
   const backend = jitDirtyingBackend(options.backend, cpu, dirty);
-  const device = new VirtioBlkDevice(backend, { ...options.device, onStorageError: options.onStorageError ?? options.device?.onStorageError });
-  // Not shared: everything runs on this thread.
-  const state = createTransportState(false);
-  const transport = new TransportDevice(state, device, memory);
-  const fn = new VirtioPciFunction(state, { barSize });
-
-  let scheduled = false;
-  const run = (): void => {
-    scheduled = false;
-    counters.runs++;
-    transport.poll();
-  };
-  const schedule = (): void => {
-    if (scheduled) return;
-    scheduled = true;
-    queueMicrotask(run);
-  };
-  fn.onDoorbell = schedule;
-  transport.onWake = schedule;
-  transport.onResetDone = schedule;
-  // Raised from a device run, which is never inside a guest access.
-  transport.onInterrupt = () => fn.updateInterruptLevel();
+  const disk = createSameThreadDisk({
+    ...options.disk,
+    memory,
+    backend,
+    // Not shared: everything runs on this thread.
+    sharedState: false,
+    transport: DiskTransport.Pci,
+    pci: { barSize },
+    // The guest's access returns first; the queue runs (and raises the line) after it.
+    scheduleDoorbell: (run) => {
+      counters.runs++;
+      queueMicrotask(run);
+    },
+  });
+  const fn = disk.pci!;
   fn.onInterruptLevel = (asserted) => (asserted ? pciBus.raise_irq(pciId) : pciBus.lower_irq(pciId));
 
   const space = fn.configSpaceImage();
@@ -138,16 +127,5 @@ export function attachVirtioBlk(emulator: V86Like, options: AttachVirtioBlkOptio
     (address, value) => bar.write32(offsetOf(address), value),
   );
 
-  return {
-    device,
-    transport,
-    pci: fn,
-    slot,
-    barAddress,
-    counters,
-    async close() {
-      await device.reset();
-      await backend.close();
-    },
-  };
+  return { disk, slot, barAddress, counters };
 }

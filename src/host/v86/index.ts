@@ -6,6 +6,7 @@ export {
   V86_DEFAULT_SLOT,
   V86_MMAP_UNIT,
   type AttachVirtioBlkOptions,
+  type V86DiskOptions,
   type V86VirtioBlk,
 } from './attach.ts';
 export { V86HookError, v86Internals, type V86Cpu, type V86Io, type V86Like, type V86Pci, type V86PciDevice } from './hooks.ts';
