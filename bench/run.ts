@@ -14,7 +14,7 @@
 // on the OPFS 4 KiB QD32 row. Then the Linux guest section (e2e/linux/bench.ts)
 // when it exists. Nothing here asserts: it prints and writes JSON.
 //
-//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,wasi,linux] [-- --backend=memory,opfs]
+//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,indexeddb,wasi,linux] [-- --backend=memory,opfs]
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -26,6 +26,7 @@ import type { Page } from 'playwright';
 import { type LatencySummary, type WorkloadResult } from './harness/protocol.ts';
 import type { GroupRunResult } from '../e2e/harness/group-run.ts';
 import { callPage, openBenchBrowser } from './node/browser.ts';
+import { indexedDbSection, indexedDbTable, type IndexedDbSectionResult } from './node/indexeddb.ts';
 import { wasiSection, wasiTable, type WasiSectionResult } from './node/wasi.ts';
 import { inspectWorkers, sampleHeap, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
 import { FULL, GROUP_LIMITER_CASE, LIMITER_CASES, NO_POLLING, NO_POLLING_ROWS, POLLING, QUICK, WORKLOADS, backends, spec, type BackendCase, type Polling, type Timing } from './node/plan.ts';
@@ -33,7 +34,7 @@ import { report, type BenchReport, type DeviceRow, type LatencyRow, type RawResu
 import { canReadThreads, chromiumPids, cpuNs, newThreads, workerThreads, type ThreadRef } from './node/threads.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const SECTIONS = ['device', 'latency', 'memory', 'limiter', 'profile', 'wasi', 'linux'] as const;
+const SECTIONS = ['device', 'latency', 'memory', 'limiter', 'profile', 'indexeddb', 'wasi', 'linux'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values } = parseArgs({
@@ -363,6 +364,7 @@ async function main(): Promise<void> {
     linux: null,
     seconds: 0,
   };
+  let indexeddb: IndexedDbSectionResult | null = null;
   let wasi: WasiSectionResult | null = null;
   const browser = await openBenchBrowser(root);
   try {
@@ -379,7 +381,9 @@ async function main(): Promise<void> {
     inspector = await inspectWorkers(browser.context, page);
     if (only.has('device')) await deviceSection(page, browser.profileDir, pageWorkers, out);
     if (only.has('limiter')) await limiterSection(page, browser.profileDir, out);
-    // On its own page (bench/node/wasi.ts).
+    // On its own page (bench/node/indexeddb.ts).
+    if (only.has('indexeddb')) indexeddb = await indexedDbSection(page, values.quick, log);
+    // On its own page too (bench/node/wasi.ts).
     if (only.has('wasi')) wasi = await wasiSection(page, values.quick, log);
   } finally {
     await inspector?.close();
@@ -389,10 +393,10 @@ async function main(): Promise<void> {
   out.seconds = (Date.now() - started) / 1000;
   out.host.loadAverageAtEnd = loadavg();
   const text = report(out);
-  process.stdout.write(`${text}${wasi ? `\n\n${wasiTable(wasi)}` : ''}\n`);
+  process.stdout.write(`${text}${indexeddb ? `\n\n${indexedDbTable(indexeddb)}` : ''}${wasi ? `\n\n${wasiTable(wasi)}` : ''}\n`);
   const dir = join(root, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
-  const json = `${JSON.stringify({ ...out, ...(wasi ? { wasi } : {}) }, null, 2)}\n`;
+  const json = `${JSON.stringify({ ...out, ...(indexeddb ? { indexeddb } : {}), ...(wasi ? { wasi } : {}) }, null, 2)}\n`;
   writeFileSync(join(dir, `${runId}.json`), json);
   writeFileSync(join(dir, 'latest.json'), json);
   log(`wrote bench/results/${runId}.json and bench/results/latest.json (${out.seconds.toFixed(0)} s)`);
