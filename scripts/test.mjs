@@ -5,7 +5,8 @@
 //   2. TypeScript check of the whole tree
 //   3. Node unit and property tests (vitest)
 //   4. Chromium end-to-end tests (Playwright; Debian's chromium, installed with
-//      apt when missing and we are root)
+//      apt when missing and we are root; the v86 boot test's i386 guest is
+//      provisioned into .cache/v86 first)
 //   5. The consumer test: `npm pack`, the tarball installed into a scratch
 //      Vite app (built, then opened in Chromium) and a scratch Node project
 //      (the CLI and a vhost-user handshake), outside the repository
@@ -108,6 +109,12 @@ if (only.has('e2e')) {
     problems.push('e2e: Chromium is missing and could not be installed (see above)');
     totals.failed++;
   } else {
+    // The v86 boot test's guest (SeaBIOS, Debian's i386 kernel, busybox) goes
+    // to .cache/v86; on failure the message says what to install, and the
+    // other specs still run.
+    if (run('npx', ['tsx', 'e2e/v86/provision.ts']).status !== 0) {
+      problems.push('e2e: the v86 guest could not be provisioned (see above); e2e/v86-boot.spec.ts fails until it is');
+    }
     const out = join(reports, 'e2e.json');
     const r = run('npx', ['playwright', 'test', '--reporter=list,json'], { PLAYWRIGHT_JSON_OUTPUT_NAME: out });
     if (!existsSync(out)) {
