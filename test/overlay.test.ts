@@ -8,40 +8,16 @@
 import { describe, expect, test } from 'vitest';
 import { StorageError, type BlockBackend } from '../src/backends/backend.ts';
 import { MemoryBackend } from '../src/backends/memory.ts';
-import { OverlayBackend, overlayTopBytes } from '../src/backends/overlay.ts';
+import { OverlayBackend } from '../src/backends/overlay.ts';
 import { openBackend } from '../src/host/browser/open-backend.ts';
-import { backendContract, pattern, type BackendFactory } from './contract/backend-contract.ts';
+import { memoryOverlayFactory } from '../e2e/harness/overlay-factories.ts';
+import { backendContract, pattern } from './contract/backend-contract.ts';
 
 const KiB = 1024;
 
-/** Overlays over a memory base holding the case's data, with a memory top that outlives each overlay object. */
-function overlayFactory(blockSize: number): BackendFactory {
-  const parts = new WeakMap<BlockBackend, { base: MemoryBackend; top: MemoryBackend }>();
-  const open = async (base: MemoryBackend, top: MemoryBackend, readOnly: boolean) => {
-    const topView = readOnly ? new MemoryBackend(0, { data: top.bytes, shareBuffer: true, readOnly: true }) : top;
-    const overlay = await OverlayBackend.open({ base, top: topView, blockSize, baseIdentity: 'contract-base', readOnly });
-    parts.set(overlay, { base, top });
-    return overlay;
-  };
-  return {
-    async create({ size, data, readOnly = false }) {
-      const base = new MemoryBackend(size, { data, readOnly: true });
-      const top = new MemoryBackend(overlayTopBytes(size, blockSize));
-      if (readOnly) await (await open(base, top, false)).close();
-      return open(base, top, readOnly);
-    },
-    async reopen(backend, options) {
-      const p = parts.get(backend);
-      if (!p) throw new Error('reopen of a disk this factory did not make');
-      await backend.close();
-      return open(p.base, p.top, options?.readOnly ?? false);
-    },
-  };
-}
-
 for (const blockSize of [4 * KiB, 64 * KiB]) {
   describe(`backend contract: overlay over memory, ${blockSize / KiB} KiB blocks`, () => {
-    const factory = overlayFactory(blockSize);
+    const factory = memoryOverlayFactory(blockSize);
     test('every contract case is either run or declared not applicable', () => {
       expect(backendContract.filter((c) => c.applies(factory)).length).toBeGreaterThanOrEqual(16);
     });
