@@ -1,0 +1,112 @@
+// The v86 adapter's pieces that need no guest: every internal it uses exists
+// in the v86 build this repository installs (npm v86, loaded in Node), a
+// missing one fails with an error naming it, and BAR0 accesses v86 splits
+// into bytes reach the function at the width the guest used.
+
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { V86 } from 'v86';
+import { BarAccess } from '../src/host/v86/bar-access.ts';
+import { V86HookError, v86Internals, type V86Like } from '../src/host/v86/hooks.ts';
+import type { PciFunctionAccessor } from '../src/virtio/pci/function.ts';
+import { PciBarRegion, PciCommonCfg } from '../src/index.ts';
+
+const build = fileURLToPath(new URL('../node_modules/v86/build/', import.meta.url));
+
+/** A v86 instance of the shipped build, loaded (CPU built) and not started. */
+async function loadedV86(): Promise<{ emulator: V86Like & { destroy(): Promise<void> } }> {
+  // Any 128 KiB image will do as a BIOS: the emulator is never started.
+  const bios = new Uint8Array(128 << 10).buffer;
+  const emulator = new V86({ wasm_path: `${build}v86.wasm`, bios: { buffer: bios }, memory_size: 32 << 20, autostart: false, disable_keyboard: true, disable_mouse: true, disable_speaker: true });
+  await new Promise<void>((resolve) => emulator.add_listener('emulator-loaded', () => resolve()));
+  return { emulator: emulator as unknown as V86Like & { destroy(): Promise<void> } };
+}
+
+describe('v86 hooks', () => {
+  it('finds every internal the adapter uses in the installed v86 build', async () => {
+    const { emulator } = await loadedV86();
+    const cpu = v86Internals(emulator);
+    expect(cpu.memory_size[0]).toBe(32 << 20);
+    expect(cpu.mem8.byteOffset % 8).toBe(0);
+    expect(cpu.wasm_memory.buffer.byteLength).toBeGreaterThanOrEqual(cpu.mem8.byteOffset + (32 << 20));
+    await emulator.destroy();
+  }, 60_000);
+
+  it('names the missing hook', async () => {
+    const { emulator } = await loadedV86();
+    const cpu = (emulator as unknown as { v86: { cpu: Record<string, unknown> } }).v86.cpu;
+    const saved = cpu.jit_dirty_cache;
+    delete cpu.jit_dirty_cache;
+    expect(() => v86Internals(emulator)).toThrowError(V86HookError);
+    expect(() => v86Internals(emulator)).toThrowError(/emulator\.v86\.cpu\.jit_dirty_cache is missing/);
+    cpu.jit_dirty_cache = saved;
+    const pci = (cpu.devices as { pci: Record<string, unknown> }).pci;
+    pci.raise_irq = 7;
+    try {
+      v86Internals(emulator);
+      expect.unreachable();
+    } catch (err) {
+      expect((err as V86HookError).hook).toBe('emulator.v86.cpu.devices.pci.raise_irq');
+    }
+    expect(() => v86Internals({})).toThrowError(/emulator\.v86 is missing/);
+    await emulator.destroy();
+  }, 60_000);
+});
+
+describe('BarAccess', () => {
+  const record = (): { fn: PciFunctionAccessor; log: string[] } => {
+    const log: string[] = [];
+    const fn: PciFunctionAccessor = {
+      readConfig: () => 0,
+      writeConfig: () => {},
+      readBar: (offset, size) => {
+        log.push(`r${size}@${offset.toString(16)}`);
+        return size === 2 ? 0xbeef : 0x5a;
+      },
+      writeBar: (offset, size, value) => void log.push(`w${size}@${offset.toString(16)}=${value.toString(16)}`),
+    };
+    return { fn, log };
+  };
+  const queueSelect = PciBarRegion.CommonCfg + PciCommonCfg.QueueSelect;
+
+  it('joins the two byte writes of a 16-bit common-config field into one 16-bit write', () => {
+    const { fn, log } = record();
+    const bar = new BarAccess(fn);
+    bar.write8(queueSelect, 0x34);
+    expect(log).toEqual([]);
+    bar.write8(queueSelect + 1, 0x12);
+    expect(log).toEqual([`w2@${queueSelect.toString(16)}=1234`]);
+  });
+
+  it('reads a 16-bit field once per byte at its natural width', () => {
+    const { fn, log } = record();
+    const bar = new BarAccess(fn);
+    expect(bar.read8(queueSelect)).toBe(0xef);
+    expect(bar.read8(queueSelect + 1)).toBe(0xbe);
+    expect(log).toEqual([`r2@${queueSelect.toString(16)}`, `r2@${queueSelect.toString(16)}`]);
+  });
+
+  it('passes 8-bit fields, device config and notify bytes through as bytes', () => {
+    const { fn, log } = record();
+    const bar = new BarAccess(fn);
+    const status = PciBarRegion.CommonCfg + PciCommonCfg.DeviceStatus;
+    bar.write8(status, 0x0f);
+    expect(bar.read8(PciBarRegion.IsrCfg)).toBe(0x5a);
+    bar.write8(PciBarRegion.DeviceCfg + 0x20, 1);
+    bar.write8(PciBarRegion.NotifyCfg, 0);
+    expect(log).toEqual([
+      `w1@${status.toString(16)}=f`,
+      `r1@${PciBarRegion.IsrCfg.toString(16)}`,
+      `w1@${(PciBarRegion.DeviceCfg + 0x20).toString(16)}=1`,
+      `w1@${PciBarRegion.NotifyCfg.toString(16)}=0`,
+    ]);
+  });
+
+  it('sends a lone low byte on as the byte write it was when anything else follows', () => {
+    const { fn, log } = record();
+    const bar = new BarAccess(fn);
+    bar.write8(queueSelect, 0x34);
+    bar.write32(PciBarRegion.CommonCfg + PciCommonCfg.QueueDescLo, 0x1000);
+    expect(log).toEqual([`w1@${queueSelect.toString(16)}=34`, `w4@20=1000`]);
+  });
+});
