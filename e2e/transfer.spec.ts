@@ -2,7 +2,8 @@
 // (e2e/fixtures.ts): every source kind into OPFS and IndexedDB with content
 // checked by hash; export round trips (stream and storage-backed file);
 // cancel mid-way leaves nothing under the final name and releases the disk;
-// typed errors for a short source and a failed fetch; and a 5 GiB sparse
+// typed errors for a short source, a failed fetch and an exhausted quota;
+// and a 5 GiB sparse
 // image (marks past 4 GiB) imported and exported on both backends, with the
 // data stored (IndexedDB chunk count, bytes on disk in the profile) and the
 // browser's memory while it runs measured from outside.
@@ -115,6 +116,25 @@ for (const target of targets('img')) {
       expect(fetchFailed.error.message).toMatch(/^fetch of http:\/\/127\.0\.0\.1:9\/disk\.img failed/);
       expect(fetchFailed.error.cause).toBeTruthy();
       expect(await h.call('visible', { target: t })).toEqual({ listed: false, hiddenLeftover: false });
+    });
+
+    test('quota exhausted during an import: a typed quota-exceeded error with the QuotaExceededError as cause, and no disk left', async ({ page, profile }) => {
+      const h = await openHarness(page, 'transfer');
+      const t = { ...target, name: 'over-quota' };
+      // Set before any database or file is opened (see e2e/indexeddb.spec.ts).
+      const cdp = await profile.context.newCDPSession(page);
+      const origin = new URL(page.url()).origin;
+      await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 8 * MiB });
+      try {
+        const r = await h.call<{ error: { name: string; code: string; causeName: string } | null }>('importFailing', { kind: 'blob', spec: { size: 48 * MiB, seed: 9 }, target: t });
+        expect(r.error).toMatchObject({ name: 'StorageError', code: 'quota-exceeded', causeName: 'QuotaExceededError' });
+      } finally {
+        await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+      }
+      expect(await h.call('visible', { target: t })).toEqual({ listed: false, hiddenLeftover: false });
+      // With the quota back, the same import succeeds under that name.
+      await h.call('import', { kind: 'blob', spec: { size: 2 * MiB, seed: 9 }, target: t });
+      expect(await h.call('diskHash', { target: t })).toEqual({ size: 2 * MiB, sha256: await h.call('imageHash', { spec: { size: 2 * MiB, seed: 9 } }) });
     });
 
     test('a 5 GiB sparse image, marked past 4 GiB: imported and exported in bounded memory, storing almost nothing', async ({ page, profile }) => {

@@ -214,7 +214,7 @@ serve({
       return { error: null, progress };
     } catch (err) {
       const e = err as { name?: string; code?: string; message?: string; cause?: { message?: string; name?: string } };
-      return { error: { name: e.name, code: e.code, message: e.message, cause: e.cause?.message ?? e.cause?.name ?? null }, progress };
+      return { error: { name: e.name, code: e.code, message: e.message, cause: e.cause?.message ?? e.cause?.name ?? null, causeName: e.cause?.name ?? null }, progress };
     }
   },
   diskHash: ({ target }: { target: ImportTarget }) => diskHash(target),
@@ -254,8 +254,13 @@ serve({
         return got.every((b, j) => b === want[j]);
       }),
     );
-    // Between the marks: zeroes (sample a block beside each).
-    const zeroOk = await Promise.all(spec.marks.map(async (offset) => isAllZero(new Uint8Array(await file.slice(offset + MARK, offset + MARK + 65536).arrayBuffer()))));
+    // Between the marks: zeroes (sample up to 64 KiB after each, stopping at the next mark).
+    const zeroOk = await Promise.all(
+      spec.marks.map(async (offset) => {
+        const end = Math.min(offset + MARK + 65536, ...spec.marks!.filter((m) => m > offset), spec.size);
+        return isAllZero(new Uint8Array(await file.slice(offset + MARK, end).arrayBuffer()));
+      }),
+    );
     return { size: file.size, sha256: null, marksOk: marksOk.every(Boolean) && zeroOk.every(Boolean) };
   },
   /** The dense image's hash, for comparing with an export. */
