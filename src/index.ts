@@ -144,6 +144,14 @@ export {
   listIndexedDbDisks,
   type IndexedDbBackendOptions,
 } from './backends/indexeddb.ts';
+export {
+  DEFAULT_OVERLAY_BLOCK_BYTES,
+  OverlayBackend,
+  overlayTopBytes,
+  type OverlayBackendOptions,
+  type OverlayState,
+} from './backends/overlay.ts';
+export { BlockState } from './backends/overlay-map.ts';
 
 // Streaming import and export of disk images.
 export {
