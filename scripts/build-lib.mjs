@@ -79,23 +79,32 @@ if (workerFiles.length === 0) problems.push('no worker URL found: worker-host.js
 
 // The browser entry's import graph and its workers', followed through relative imports.
 const importRe = /(?:^|[\s;])(?:import|export)\s[^'"]*?from\s*(['"])([^'"]+)\1|import\((['"])([^'"]+)\3\)/gm;
-const runtimeDependencies = new Set(Object.keys(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).dependencies ?? {}));
+const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+const runtimeDependencies = new Set(Object.keys(manifest.dependencies ?? {}));
 const seen = new Set();
-const queue = [join(dist, 'index.js'), ...workerFiles.filter((f) => existsSync(f))];
-while (queue.length > 0) {
-  const file = queue.pop();
-  if (seen.has(file)) continue;
-  seen.add(file);
-  for (const m of readFileSync(file, 'utf8').matchAll(importRe)) {
-    const spec = m[2] ?? m[4];
-    if (spec.startsWith('.')) queue.push(resolve(dirname(file), spec));
-    // A runtime dependency (idb-keyval) installs with the package; anything
-    // else (node:*, a devDependency) would break a browser build.
-    else if (!runtimeDependencies.has(spec)) {
-      problems.push(`${relative(root, file)} imports ${spec}: the browser entry may need only the package's own dependencies, never Node`);
+/** Walk `entries`' import graph; bare imports must be in `allowed`. */
+function checkGraph(entries, allowed, what) {
+  const queue = [...entries];
+  while (queue.length > 0) {
+    const file = queue.pop();
+    if (seen.has(file)) continue;
+    seen.add(file);
+    for (const m of readFileSync(file, 'utf8').matchAll(importRe)) {
+      const spec = m[2] ?? m[4];
+      if (spec.startsWith('.')) queue.push(resolve(dirname(file), spec));
+      // A runtime dependency (idb-keyval) installs with the package; anything
+      // else (node:*, a devDependency) would break a browser build.
+      else if (!allowed.has(spec)) {
+        problems.push(`${relative(root, file)} imports ${spec}: ${what} may need only ${[...allowed].join(', ') || 'nothing outside the package'}, never Node`);
+      }
     }
   }
 }
+checkGraph([join(dist, 'index.js'), ...workerFiles.filter((f) => existsSync(f))], runtimeDependencies, 'the browser entry');
+// 'virtio-blk-web/wasi' may also import its optional peer, the WASI shim;
+// walked second, so the modules it shares with the main entry were already
+// held to the main entry's rule.
+checkGraph([join(dist, 'wasi', 'index.js')], new Set([...runtimeDependencies, ...Object.keys(manifest.peerDependencies ?? {})]), 'the wasi entry');
 
 if (problems.length > 0) {
   for (const p of problems) console.error(`build-lib: ${p}`);
