@@ -12,6 +12,9 @@
 // deleted, and the chunk refetched; no unverified byte reaches the guest.
 // Every OPFS failure (quota, a file another tab holds) is a miss or a skipped
 // store, never an error the guest sees: the cache only ever saves requests.
+// So is an OPFS step that does not settle within `OPFS_DEADLINE_MS`: a cache
+// must not be able to hang a read that the network could serve (a handle
+// that opens too late is closed when it does).
 //
 // Bounded by bytes (`maxBytes`). Eviction is least-recently-used: recency is
 // kept in memory for this session (a hit or a store moves a chunk to the
@@ -48,6 +51,8 @@ export interface ChunkCacheStats {
   stored: number;
   /** Chunks deleted to stay within maxBytes. */
   evicted: number;
+  /** OPFS steps that did not settle in time (counted as misses or skipped stores). */
+  timeouts: number;
   /** Bytes of chunk files the index holds now. */
   bytes: number;
 }
@@ -55,6 +60,38 @@ export interface ChunkCacheStats {
 export const DEFAULT_CHUNK_CACHE_DIRECTORY = 'virtio-blk-web/chunk-cache';
 
 const HEX_SHA256 = /^[0-9a-f]{64}$/;
+
+/** Longest an OPFS step (open a file, open its handle) may take before the cache gives up on it. */
+const OPFS_DEADLINE_MS = 5000;
+
+class OpfsDeadline extends Error {
+  override readonly name = 'OpfsDeadline';
+}
+
+/** Open `file`'s sync access handle, or throw after OPFS_DEADLINE_MS (a late handle is closed). */
+async function openHandle(dir: FileSystemDirectoryHandle, name: string, create: boolean): Promise<FileSystemSyncAccessHandle> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let late = false;
+  const opening = dir
+    .getFileHandle(name, { create })
+    .then((file) => file.createSyncAccessHandle())
+    .then((handle) => {
+      if (late) handle.close();
+      return handle;
+    });
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      late = true;
+      reject(new OpfsDeadline(`OPFS did not open ${name} in ${OPFS_DEADLINE_MS} ms`));
+    }, OPFS_DEADLINE_MS);
+  });
+  opening.catch(() => undefined);
+  try {
+    return await Promise.race([opening, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** Whether this context can hold a chunk cache (OPFS with sync access handles). */
 export function chunkCacheAvailable(): boolean {
@@ -95,7 +132,7 @@ export async function openChunkCache(options: ChunkCacheOptions): Promise<ChunkC
 
 export class ChunkCache {
   readonly maxBytes: number;
-  readonly stats: ChunkCacheStats = { hits: 0, misses: 0, dropped: 0, stored: 0, evicted: 0, bytes: 0 };
+  readonly stats: ChunkCacheStats = { hits: 0, misses: 0, dropped: 0, stored: 0, evicted: 0, timeouts: 0, bytes: 0 };
   readonly #dir: FileSystemDirectoryHandle;
   /** hash → file size; Map order is recency, least recently used first. */
   readonly #entries = new Map<string, number>();
@@ -122,8 +159,7 @@ export class ChunkCache {
     }
     let bytes: Uint8Array<ArrayBuffer> | null = null;
     try {
-      const file = await this.#dir.getFileHandle(hash);
-      const handle = await file.createSyncAccessHandle();
+      const handle = await openHandle(this.#dir, hash, false);
       try {
         const size = handle.getSize();
         // A file of the wrong length is dropped without reading it.
@@ -134,8 +170,9 @@ export class ChunkCache {
       } finally {
         handle.close();
       }
-    } catch {
+    } catch (err) {
       // Deleted by another tab, or held by one: a miss. Forget it; a store may bring it back.
+      if (err instanceof OpfsDeadline) this.stats.timeouts++;
       this.#forget(hash);
       this.stats.misses++;
       return null;
@@ -167,8 +204,7 @@ export class ChunkCache {
   async #store(hash: string, bytes: Uint8Array): Promise<void> {
     await this.trim(bytes.length);
     try {
-      const file = await this.#dir.getFileHandle(hash, { create: true });
-      const handle = await file.createSyncAccessHandle();
+      const handle = await openHandle(this.#dir, hash, true);
       try {
         handle.truncate(0);
         if (handle.write(bytes, { at: 0 }) !== bytes.length) throw new Error('short write');
@@ -176,7 +212,8 @@ export class ChunkCache {
       } finally {
         handle.close();
       }
-    } catch {
+    } catch (err) {
+      if (err instanceof OpfsDeadline) this.stats.timeouts++;
       await this.#delete(hash);
       return;
     }
@@ -205,6 +242,10 @@ export class ChunkCache {
 
   async #delete(hash: string): Promise<void> {
     this.#forget(hash);
-    await this.#dir.removeEntry(hash).catch(() => undefined);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const removing = this.#dir.removeEntry(hash).catch(() => undefined);
+    // A removal that hangs is left behind; the next open finds the file (and checks it before use).
+    await Promise.race([removing, new Promise<void>((resolve) => (timer = setTimeout(resolve, OPFS_DEADLINE_MS)))]);
+    clearTimeout(timer);
   }
 }
