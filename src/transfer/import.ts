@@ -204,14 +204,23 @@ async function importOpfs(target: { name: string; directory?: string }, size: nu
   const directory = target.directory ?? '';
   const { name } = target;
   const what = `OPFS disk "${directory ? `${directory}/` : ''}${name}"`;
-  const found = (await listOpfsDisks(directory)).some((d) => d.name === name);
-  if (found && existing === 'fail') throw existsError(what);
-  if (found && existing === 'overwrite') return withBackend(await OpfsBackend.open({ name, directory }), (b) => copy(b, false));
   // Build under the hidden folder while holding the final name's lock, so no
-  // one opens (or imports into) NAME meanwhile; then move into place.
-  const lock = await acquireLock(opfsLockName(name, directory), 'exclusive', () => inUseError(what));
+  // one opens (or imports into) NAME meanwhile; then move into place. The
+  // lock is taken before looking for NAME, so the answer cannot go stale.
+  let lock = await acquireLock(opfsLockName(name, directory), 'exclusive', () => inUseError(what));
   const hidden = directory ? `${directory}/${OPFS_IMPORT_FOLDER}` : OPFS_IMPORT_FOLDER;
+  let building = false;
   try {
+    const found = (await listOpfsDisks(directory)).some((d) => d.name === name);
+    if (found && existing === 'fail') throw existsError(what);
+    if (found && existing === 'overwrite') {
+      // The backend takes the lock itself (Web Locks are not re-entrant).
+      lock?.release();
+      await lock?.released;
+      lock = null;
+      return await withBackend(await OpfsBackend.open({ name, directory }), (b) => copy(b, false));
+    }
+    building = true;
     const folder = await opfsDirectory(hidden, true);
     // A leftover from a crashed import holds anything: start from nothing.
     await folder.removeEntry(name).catch(() => undefined);
@@ -220,7 +229,7 @@ async function importOpfs(target: { name: string; directory?: string }, size: nu
     await (file as unknown as MovableHandle).move(await opfsDirectory(directory, true), name);
     return result;
   } catch (err) {
-    await (await opfsDirectory(hidden, true).catch(() => null))?.removeEntry(name).catch(() => undefined);
+    if (building) await (await opfsDirectory(hidden, true).catch(() => null))?.removeEntry(name).catch(() => undefined);
     throw err;
   } finally {
     lock?.release();
