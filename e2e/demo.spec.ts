@@ -326,3 +326,26 @@ test('an IndexedDB disk shows its chunks; an image imports into it with progress
   await expect(page.locator('#disk-state')).toContainText('IndexedDB "idb-lab": 4 chunks stored');
   await page.screenshot({ path: '/tmp/transfer-lab.png', fullPage: true });
 });
+
+test('an image imports from a URL (fetched, streamed) into an OPFS disk and attaches', async ({ page }) => {
+  await open(page);
+  const served = await readFile('public/favicon.svg');
+  await page.fill('#name', 'from-url');
+  await page.fill('#import-url', '/favicon.svg');
+  await page.click('#import-url-go');
+  const diskBytes = Math.ceil(served.length / 512) * 512;
+  await expect(page.locator('#image-status')).toHaveText(
+    `imported /favicon.svg as OPFS disk "from-url" (${diskBytes.toLocaleString('en-US')} bytes; ${diskBytes.toLocaleString('en-US')} bytes of data stored, zero blocks skipped)`,
+  );
+  await expect(page.locator('#status')).toContainText('attached: opfs "from-url"');
+  const download = page.waitForEvent('download');
+  await page.click('#export');
+  const bytes = await readFile(await (await download).path());
+  expect(bytes.length).toBe(diskBytes);
+  expect(bytes.subarray(0, served.length).equals(served)).toBe(true);
+  // A URL that does not answer: a typed error, no disk.
+  await page.fill('#name', 'no-such');
+  await page.fill('#import-url', 'http://127.0.0.1:9/disk.img');
+  await page.click('#import-url-go');
+  await expect(page.locator('#image-status')).toHaveText(/^import failed: StorageError \[io\]: fetch of http:\/\/127\.0\.0\.1:9\/disk\.img failed/);
+});
