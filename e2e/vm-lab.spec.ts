@@ -64,6 +64,7 @@ test('a file written in the guest survives a reload of the page', async ({ page 
   expect(Number(await page.locator('#stat-flushes').textContent())).toBeGreaterThan(0);
   await expect.poll(async () => Number(await page.locator('#stat-writes').textContent())).toBeGreaterThan(0);
   await page.screenshot({ path: '/tmp/vmlab-2-wrote.png' });
+  await expect(page.locator('#last-error')).toBeEmpty();
 
   await page.reload();
   await waitForShell(page);
@@ -71,4 +72,7 @@ test('a file written in the guest survives a reload of the page', async ({ page 
   await typeLine(page, 'cat /root/note');
   await expect(screen(page)).toContainText(word, { timeout: 30_000 });
   await page.screenshot({ path: '/tmp/vmlab-3-after-reload.png' });
+  // No request the guest sent failed in storage.
+  await expect(page.locator('#last-error')).toBeEmpty();
+  expect(await page.locator('#stat-errors').textContent()).toBe('0');
 });

@@ -10,7 +10,7 @@
 
 import { V86 } from 'v86';
 import v86WasmUrl from 'v86/build/v86.wasm?url';
-import type { BlockBackend } from '../backends/backend.ts';
+import type { BlockBackend, StorageError } from '../backends/backend.ts';
 import { attachVirtioBlk, type V86VirtioBlk } from '../host/v86/index.ts';
 import type { DiskStats } from '../host/browser/types.ts';
 
@@ -53,6 +53,8 @@ export interface LabMachineOptions {
   disk: BlockBackend;
   /** Each byte the guest writes to its first UART. */
   onSerialByte: (byte: number) => void;
+  /** A request failed in storage (the guest got IOERR). */
+  onStorageError: (error: StorageError) => void;
 }
 
 export class LabMachine {
@@ -83,7 +85,10 @@ export class LabMachine {
       emulator.add_listener('serial0-output-byte', options.onSerialByte);
       emulator.add_listener('emulator-loaded', () => {
         try {
-          const disk = attachVirtioBlk(emulator, { backend: options.disk, disk: { device: { serial: 'vm-lab-root' } } });
+          const disk = attachVirtioBlk(emulator, {
+            backend: options.disk,
+            disk: { serial: 'vm-lab-root', onStorageError: options.onStorageError },
+          });
           void emulator.run();
           resolve(new LabMachine(emulator, disk));
         } catch (err) {

@@ -27,6 +27,7 @@ const $ = <T extends HTMLElement>(id: string): T => {
 const ui = {
   status: $<HTMLDivElement>('status'),
   info: $<HTMLDivElement>('disk-info'),
+  lastError: $<HTMLDivElement>('last-error'),
   reset: $<HTMLButtonElement>('reset'),
   exportButton: $<HTMLButtonElement>('export'),
   exportProgress: $<HTMLProgressElement>('export-progress'),
@@ -94,7 +95,17 @@ async function boot(): Promise<void> {
     disk = await openLabDisk();
     showDisk(disk);
     const opened = disk;
-    machine = await LabMachine.start({ bios, kernel, initrd, disk: opened.backend, onSerialByte: (b) => terminal.pushByte(b) });
+    machine = await LabMachine.start({
+      bios,
+      kernel,
+      initrd,
+      disk: opened.backend,
+      onSerialByte: (b) => terminal.pushByte(b),
+      onStorageError: (err) => {
+        ui.lastError.textContent = `last I/O error: ${err.code}: ${err.message}`;
+        console.error('lab disk:', err);
+      },
+    });
     bootedAt = performance.now();
     terminal.send = (data) => machine?.send(data);
     const running = machine;
@@ -105,7 +116,7 @@ async function boot(): Promise<void> {
       },
       image: () => opened.image.stats,
     });
-    terminal.note('[lab] SeaBIOS → Linux (Debian i386) → root on /dev/vda, this project\'s virtio-blk; about 20–40 s');
+    terminal.note('[lab] SeaBIOS → Linux (Debian i386) → root on /dev/vda, this project\'s virtio-blk; half a minute or more');
     setState('booting', 'booting Linux…');
     ui.exportButton.disabled = false;
   } catch (err) {
