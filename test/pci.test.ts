@@ -8,6 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryBackend } from '../src/backends/memory.ts';
 import { BlkConfig, BlkFeature, BlkRequestType, BlkStatus } from '../src/block/constants.ts';
+import { DiskModel, runWorkload, verifyAgainstModel, workloadBuffers } from '../src/demo/workload.ts';
 import { VirtioBlkDriver } from '../src/driver/driver.ts';
 import { PciTransport } from '../src/driver/pci-transport.ts';
 import { createDisk } from '../src/host/browser/disk.ts';
@@ -352,6 +353,26 @@ describe('the Linux-style driver over virtio-pci (PciTransport)', () => {
     expect(disk.stats.reads).toBe(2);
     await disk.close();
   });
+
+  for (const [queueDepth, deferred] of [
+    [1, false],
+    [16, false],
+    [64, true],
+  ] as const) {
+    it(`a model-checked random workload at queue depth ${queueDepth}${deferred ? ', doorbells in microtasks' : ''} matches the model`, async () => {
+      const { disk, memory } = pciDisk({ scheduleDoorbell: deferred ? (run) => queueMicrotask(run) : undefined });
+      const driver = await pciDriver(disk, memory);
+      const model = new DiskModel(4 * MiB);
+      const buffers = workloadBuffers(driver, queueDepth, 16 * 1024);
+      const options = { kind: 'verify', queueDepth, blockBytes: 16 * 1024, ops: 1500, seed: queueDepth, flushEvery: 16 } as const;
+      const result = await runWorkload(driver, options, buffers, model);
+      expect(result).toMatchObject({ completed: 1500, mismatches: 0, ioErrors: 0 });
+      expect(result.reads * result.writes * result.flushes).toBeGreaterThan(0);
+      expect(result.zeroes + result.discards).toBeGreaterThan(0);
+      expect(await verifyAgainstModel(driver, model, buffers[0]!)).toBe(0);
+      await disk.close();
+    });
+  }
 
   it('negotiates: EVENT_IDX and indirect as offered, a refused VERSION_1 leaves FEATURES_OK clear', async () => {
     const { disk, memory } = pciDisk();
