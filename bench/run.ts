@@ -17,7 +17,7 @@
 // The `http` section (bench/node/http.ts) runs hosted images against a local
 // server on its own page, after the others.
 //
-//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,http,indexeddb,wasi,linux] [-- --backend=memory,opfs]
+//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,http,indexeddb,wasi,overlay,linux] [-- --backend=memory,opfs]
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -31,6 +31,7 @@ import type { GroupRunResult } from '../e2e/harness/group-run.ts';
 import { callPage, openBenchBrowser } from './node/browser.ts';
 import { httpSection, httpTable, type HttpSectionResult } from './node/http.ts';
 import { indexedDbSection, indexedDbTable, type IndexedDbSectionResult } from './node/indexeddb.ts';
+import { overlaySection, overlayTable, type OverlaySectionResult } from './node/overlay.ts';
 import { wasiSection, wasiTable, type WasiSectionResult } from './node/wasi.ts';
 import { inspectWorkers, sampleHeap, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
 import { FULL, GROUP_LIMITER_CASE, LIMITER_CASES, NO_POLLING, NO_POLLING_ROWS, POLLING, QUICK, WORKLOADS, backends, spec, type BackendCase, type Polling, type Timing } from './node/plan.ts';
@@ -38,7 +39,7 @@ import { report, type BenchReport, type DeviceRow, type LatencyRow, type RawResu
 import { canReadThreads, chromiumPids, cpuNs, newThreads, workerThreads, type ThreadRef } from './node/threads.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const SECTIONS = ['device', 'latency', 'memory', 'limiter', 'profile', 'http', 'indexeddb', 'wasi', 'linux'] as const;
+const SECTIONS = ['device', 'latency', 'memory', 'limiter', 'profile', 'http', 'indexeddb', 'wasi', 'overlay', 'linux'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values } = parseArgs({
@@ -369,6 +370,7 @@ async function main(): Promise<void> {
     seconds: 0,
   };
   let indexeddb: IndexedDbSectionResult | null = null;
+  let overlay: OverlaySectionResult | null = null;
   let wasi: WasiSectionResult | null = null;
   let http: HttpSectionResult | null = null;
   const browser = await openBenchBrowser(root);
@@ -390,6 +392,8 @@ async function main(): Promise<void> {
     if (only.has('indexeddb')) indexeddb = await indexedDbSection(page, values.quick, log);
     // On its own page too (bench/node/wasi.ts).
     if (only.has('wasi')) wasi = await wasiSection(page, values.quick, log);
+    // On the overlay harness page (bench/node/overlay.ts).
+    if (only.has('overlay')) overlay = await overlaySection(page, values.quick, log);
     // Last: it takes the page to its own harness.
     if (only.has('http')) http = await httpSection(page, values.quick, runId, log);
   } finally {
@@ -400,10 +404,10 @@ async function main(): Promise<void> {
   out.seconds = (Date.now() - started) / 1000;
   out.host.loadAverageAtEnd = loadavg();
   const text = http ? `${report(out)}\n\n${httpTable(http)}` : report(out);
-  process.stdout.write(`${text}${indexeddb ? `\n\n${indexedDbTable(indexeddb)}` : ''}${wasi ? `\n\n${wasiTable(wasi)}` : ''}\n`);
+  process.stdout.write(`${text}${indexeddb ? `\n\n${indexedDbTable(indexeddb)}` : ''}${wasi ? `\n\n${wasiTable(wasi)}` : ''}${overlay ? `\n\n${overlayTable(overlay)}` : ''}\n`);
   const dir = join(root, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
-  const json = `${JSON.stringify({ ...out, ...(http ? { http } : {}), ...(indexeddb ? { indexeddb } : {}), ...(wasi ? { wasi } : {}) }, null, 2)}\n`;
+  const json = `${JSON.stringify({ ...out, ...(http ? { http } : {}), ...(indexeddb ? { indexeddb } : {}), ...(wasi ? { wasi } : {}), ...(overlay ? { overlay } : {}) }, null, 2)}\n`;
   writeFileSync(join(dir, `${runId}.json`), json);
   writeFileSync(join(dir, 'latest.json'), json);
   log(`wrote bench/results/${runId}.json and bench/results/latest.json (${out.seconds.toFixed(0)} s)`);

@@ -11,6 +11,7 @@ import { backendContract, pattern, type BackendFactory } from '../../test/contra
 import type { OverlayConfig } from './overlay-configs.ts';
 import { memoryOverlayFactory, specOverlayFactory } from './overlay-factories.ts';
 import { serve } from './rpc.ts';
+import { overlayBench } from './overlay-bench.ts';
 
 const factories: Record<OverlayConfig, BackendFactory> = {
   memory: memoryOverlayFactory(),
@@ -72,4 +73,6 @@ serve({
   reset: ({ name }: { name: string }) => overlay(name).reset(),
   commit: ({ name }: { name: string }) => overlay(name).commit(),
   isolated: () => crossOriginIsolated,
+  /** The `overlay` bench section's measurements (bench/node/overlay.ts). */
+  bench: (args: { diskBytes: number; seconds: number; rounds: number }) => overlayBench(args),
 });
