@@ -137,6 +137,25 @@ for (const target of targets('img')) {
       expect(await h.call('diskHash', { target: t })).toEqual({ size: 2 * MiB, sha256: await h.call('imageHash', { spec: { size: 2 * MiB, seed: 9 } }) });
     });
 
+    if (target.kind === 'opfs') {
+      test('the browser killed mid-import: after relaunch there is no disk under the name, and the import can be run again', async ({ page, profile }) => {
+        let h = await openHarness(page, 'transfer');
+        const t = { ...target, name: 'killed' };
+        // Not awaited: the browser dies under it.
+        // A 1 GiB image whose source stops after 64 MiB: the import waits there, mid-way, when the browser dies.
+        void h.call('import', { kind: 'stream', spec: { size: GiB, fillByte: 0x5a, stallAfter: 64 * MiB }, target: t }).catch(() => undefined);
+        await expect.poll(() => h.call<number>('progressNow'), { timeout: 60_000 }).toBeGreaterThanOrEqual(63 * MiB);
+        const during = await h.call<{ disks: Array<{ name: string }>; hidden: Array<{ name: string; size: number }> }>('listing', { directory: 'transfer' });
+        // Mid-way: the disk is being built aside, at its full size, and nothing is under its name.
+        expect(during).toEqual({ disks: [], hidden: [{ name: 'killed', size: GiB }] });
+        h = await openHarness(await profile.crashAndRelaunch(), 'transfer');
+        expect(await h.call<{ listed: boolean }>('visible', { target: t })).toMatchObject({ listed: false });
+        await h.call('import', { kind: 'blob', spec: { size: 2 * MiB, seed: 13 }, target: t });
+        expect(await h.call('visible', { target: t })).toEqual({ listed: true, hiddenLeftover: false });
+        expect(await h.call('diskHash', { target: t })).toEqual({ size: 2 * MiB, sha256: await h.call('imageHash', { spec: { size: 2 * MiB, seed: 13 } }) });
+      });
+    }
+
     test('a 5 GiB sparse image, marked past 4 GiB: imported and exported in bounded memory, storing almost nothing', async ({ page, profile }) => {
       test.setTimeout(600_000);
       const h = await openHarness(page, 'transfer');

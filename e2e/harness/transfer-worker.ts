@@ -24,6 +24,10 @@ interface ImageSpec {
   seed?: number;
   /** Sparse: zeroes except 4096-byte pattern blocks at these offsets, seed = index + 1. */
   marks?: number[];
+  /** Every byte this value: a generated stream that never holds the image. */
+  fillByte?: number;
+  /** With fillByte: after this many bytes the stream delivers nothing more, ever (an import left mid-way). */
+  stallAfter?: number;
 }
 
 const MARK = 4096;
@@ -64,6 +68,20 @@ type SourceKind = 'file' | 'blob' | 'url' | 'stream';
 
 function makeSource(kind: SourceKind, spec: ImageSpec): { source: ImageSource; size?: number; revoke?: () => void } {
   if (spec.marks) return { source: sparseStream(spec), size: spec.size };
+  if (spec.fillByte !== undefined) {
+    let at = 0;
+    const fill = spec.fillByte;
+    const source = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (at >= spec.size) return c.close();
+        if (spec.stallAfter !== undefined && at >= spec.stallAfter) return new Promise<void>(() => {});
+        const n = Math.min(MiB, spec.size - at);
+        at += n;
+        c.enqueue(new Uint8Array(n).fill(fill));
+      },
+    });
+    return { source, size: spec.size };
+  }
   const bytes = denseBytes(spec);
   switch (kind) {
     case 'file':
@@ -170,7 +188,11 @@ function compare(chunk: Uint8Array, at: number, size: number, dense: Uint8Array 
   return -1;
 }
 
+/** The latest progress of any import in this worker (for a test that kills the browser mid-way). */
+let latestDoneBytes = 0;
+
 serve({
+  progressNow: () => latestDoneBytes,
   /** Import, returning the result and the progress seen. */
   import: async (args: { kind: SourceKind; spec: ImageSpec; target: ImportTarget; existing?: 'fail' | 'replace' | 'overwrite'; abortAfterBytes?: number }) => {
     const { source, size, revoke } = makeSource(args.kind, args.spec);
@@ -183,6 +205,7 @@ serve({
         existing: args.existing,
         signal: controller.signal,
         onProgress: (p) => {
+          latestDoneBytes = p.doneBytes;
           progress.push(p);
           if (args.abortAfterBytes !== undefined && p.doneBytes >= args.abortAfterBytes) controller.abort(new Error('cancelled by the test'));
         },
@@ -269,6 +292,10 @@ serve({
     bytes.set(denseBytes(spec));
     return sha256(bytes);
   },
+  listing: async ({ directory }: { directory: string }) => ({
+    disks: await listOpfsDisks(directory),
+    hidden: await listOpfsDisks(directory ? `${directory}/${OPFS_IMPORT_FOLDER}` : OPFS_IMPORT_FOLDER),
+  }),
   hiddenFolders: async () => {
     const root = await opfsDirectory('');
     const names: string[] = [];
