@@ -14,7 +14,10 @@
 // on the OPFS 4 KiB QD32 row. Then the Linux guest section (e2e/linux/bench.ts)
 // when it exists. Nothing here asserts: it prints and writes JSON.
 //
-//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,indexeddb,wasi,v86,linux] [-- --backend=memory,opfs]
+// The `http` section (bench/node/http.ts) runs hosted images against a local
+// server on its own page, after the others.
+//
+//   npm run bench [-- --quick] [-- --no-linux] [-- --only=device,latency,memory,limiter,profile,http,indexeddb,wasi,overlay,v86,linux] [-- --backend=memory,opfs]
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -26,7 +29,9 @@ import type { Page } from 'playwright';
 import { type LatencySummary, type WorkloadResult } from './harness/protocol.ts';
 import type { GroupRunResult } from '../e2e/harness/group-run.ts';
 import { callPage, openBenchBrowser } from './node/browser.ts';
+import { httpSection, httpTable, type HttpSectionResult } from './node/http.ts';
 import { indexedDbSection, indexedDbTable, type IndexedDbSectionResult } from './node/indexeddb.ts';
+import { overlaySection, overlayTable, type OverlaySectionResult } from './node/overlay.ts';
 import { wasiSection, wasiTable, type WasiSectionResult } from './node/wasi.ts';
 import { v86Section, v86Table, type V86SectionResult } from './node/v86.ts';
 import { inspectWorkers, sampleHeap, profileWorker, type ProfileEntry, type WorkerInspector } from './node/cdp.ts';
@@ -35,7 +40,7 @@ import { report, type BenchReport, type DeviceRow, type LatencyRow, type RawResu
 import { canReadThreads, chromiumPids, cpuNs, newThreads, workerThreads, type ThreadRef } from './node/threads.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const SECTIONS = ['device', 'latency', 'memory', 'limiter', 'profile', 'indexeddb', 'wasi', 'v86', 'linux'] as const;
+const SECTIONS = ['device', 'latency', 'memory', 'limiter', 'profile', 'http', 'indexeddb', 'wasi', 'overlay', 'v86', 'linux'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const { values } = parseArgs({
@@ -366,8 +371,10 @@ async function main(): Promise<void> {
     seconds: 0,
   };
   let indexeddb: IndexedDbSectionResult | null = null;
+  let overlay: OverlaySectionResult | null = null;
   let wasi: WasiSectionResult | null = null;
   let v86: V86SectionResult | null = null;
+  let http: HttpSectionResult | null = null;
   const browser = await openBenchBrowser(root);
   try {
     const page = browser.page;
@@ -387,8 +394,12 @@ async function main(): Promise<void> {
     if (only.has('indexeddb')) indexeddb = await indexedDbSection(page, values.quick, log);
     // On its own page too (bench/node/wasi.ts).
     if (only.has('wasi')) wasi = await wasiSection(page, values.quick, log);
+    // On the overlay harness page (bench/node/overlay.ts).
+    if (only.has('overlay')) overlay = await overlaySection(page, values.quick, log);
     // Linux under v86 on its own harness page (bench/node/v86.ts).
     if (only.has('v86')) v86 = await v86Section(page, values.quick, log, loadavg);
+    // Last: it takes the page to its own harness.
+    if (only.has('http')) http = await httpSection(page, values.quick, runId, log);
   } finally {
     await inspector?.close();
     await browser.close();
@@ -396,11 +407,11 @@ async function main(): Promise<void> {
   if (only.has('linux')) linuxSection(out);
   out.seconds = (Date.now() - started) / 1000;
   out.host.loadAverageAtEnd = loadavg();
-  const text = report(out);
-  process.stdout.write(`${text}${indexeddb ? `\n\n${indexedDbTable(indexeddb)}` : ''}${wasi ? `\n\n${wasiTable(wasi)}` : ''}${v86 ? `\n\n${v86Table(v86)}` : ''}\n`);
+  const text = http ? `${report(out)}\n\n${httpTable(http)}` : report(out);
+  process.stdout.write(`${text}${indexeddb ? `\n\n${indexedDbTable(indexeddb)}` : ''}${wasi ? `\n\n${wasiTable(wasi)}` : ''}${overlay ? `\n\n${overlayTable(overlay)}` : ''}${v86 ? `\n\n${v86Table(v86)}` : ''}\n`);
   const dir = join(root, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
-  const json = `${JSON.stringify({ ...out, ...(indexeddb ? { indexeddb } : {}), ...(wasi ? { wasi } : {}), ...(v86 ? { v86 } : {}) }, null, 2)}\n`;
+  const json = `${JSON.stringify({ ...out, ...(http ? { http } : {}), ...(indexeddb ? { indexeddb } : {}), ...(wasi ? { wasi } : {}), ...(overlay ? { overlay } : {}), ...(v86 ? { v86 } : {}) }, null, 2)}\n`;
   writeFileSync(join(dir, `${runId}.json`), json);
   writeFileSync(join(dir, 'latest.json'), json);
   log(`wrote bench/results/${runId}.json and bench/results/latest.json (${out.seconds.toFixed(0)} s)`);
