@@ -198,3 +198,14 @@ for (const target of targets('img')) {
     });
   });
 }
+
+test('IndexedDB allocatedRanges follows the cache: an unflushed write counts, a stored chunk zeroed in the cache does not; the export matches', async ({ page }) => {
+  const h = await openHarness(page, 'transfer');
+  const chunk = 256 * KiB;
+  const r = await h.call<{ ranges: Array<[number, number]>; mismatch: number; bytes: number; dataBytes: number }>('exportUnflushed', { name: 'cached' });
+  expect(r.ranges).toEqual([
+    [5 * chunk, 6 * chunk],
+    [9 * chunk, 10 * chunk],
+  ]);
+  expect(r).toMatchObject({ mismatch: -1, bytes: 64 * chunk, dataBytes: 2 * chunk });
+});

@@ -292,6 +292,40 @@ serve({
     bytes.set(denseBytes(spec));
     return sha256(bytes);
   },
+  /**
+   * An IndexedDB disk with changes still in its cache (not flushed): a stored
+   * chunk zeroed, a new chunk written. The export of that same open backend
+   * must show the cache, not the store: its holes come from allocatedRanges.
+   */
+  exportUnflushed: async ({ name }: { name: string }) => {
+    const chunk = 256 * 1024;
+    const backend = await IndexedDbBackend.open({ name, size: 64 * chunk });
+    try {
+      await backend.write(2 * chunk, pattern(chunk, 21));
+      await backend.write(5 * chunk, pattern(chunk, 22));
+      await backend.flush();
+      await backend.writeZeroes(2 * chunk, chunk, true); // stored, now zero in the cache
+      await backend.write(9 * chunk + 100, pattern(1000, 23)); // only in the cache
+      const ranges = await backend.allocatedRanges(0, backend.size);
+      const want = new Uint8Array(backend.size);
+      want.set(pattern(chunk, 22), 5 * chunk);
+      want.set(pattern(1000, 23), 9 * chunk + 100);
+      let at = 0;
+      let mismatch = -1;
+      let dataBytes = 0;
+      const reader = exportStream(backend, { blockBytes: chunk, onProgress: (p) => (dataBytes = p.dataBytes) }).getReader();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        const i = value.findIndex((b, j) => b !== want[at + j]);
+        if (i >= 0 && mismatch < 0) mismatch = at + i;
+        at += value.length;
+      }
+      return { ranges, mismatch, bytes: at, dataBytes };
+    } finally {
+      await backend.close();
+    }
+  },
   listing: async ({ directory }: { directory: string }) => ({
     disks: await listOpfsDisks(directory),
     hidden: await listOpfsDisks(directory ? `${directory}/${OPFS_IMPORT_FOLDER}` : OPFS_IMPORT_FOLDER),
