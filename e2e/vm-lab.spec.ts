@@ -7,11 +7,13 @@
 // The word written is random per run and the command that reads it back
 // does not contain it, so the text can only be on the screen after the
 // reload if the guest read it from the disk: the overlay's top in IndexedDB
-// (the image under it never holds it). Screenshots: /tmp/vmlab-*.png.
+// (the image under it never holds it). Then Export must download the whole
+// disk, overlay merged, with the word in it. Screenshots: /tmp/vmlab-*.png.
 //
 // The lab image is built (and the v86 guest provisioned) before the test,
 // as `npm start` does.
 
+import { readFile } from 'node:fs/promises';
 import type { Page } from '@playwright/test';
 import { buildLabImage } from '../scripts/build-lab-image.ts';
 import { expect, test } from './fixtures.ts';
@@ -75,4 +77,14 @@ test('a file written in the guest survives a reload of the page', async ({ page 
   // No request the guest sent failed in storage.
   await expect(page.locator('#last-error')).toBeEmpty();
   expect(await page.locator('#stat-errors').textContent()).toBe('0');
+
+  // Export: the download is the whole disk, overlay merged, holding the file's text.
+  const download = page.waitForEvent('download', { timeout: 60_000 });
+  await page.locator('#export').click();
+  const file = await (await download).path();
+  const image = await readFile(file);
+  expect(image.length).toBe(32 * 1024 * 1024);
+  expect(image.includes(Buffer.from(`${word}\n`))).toBe(true);
+  await expect(page.locator('#status')).toContainText('exported 32 MiB');
+  await page.screenshot({ path: '/tmp/vmlab-4-exported.png' });
 });

@@ -167,7 +167,6 @@ ui.exportButton.addEventListener('click', async () => {
   ui.exportProgress.hidden = false;
   ui.exportProgress.removeAttribute('value');
   const before = document.body.dataset.vm as VmState;
-  const status = ui.status.textContent ?? '';
   await m.pause();
   try {
     const file = await exportToFile(d.backend, 'vm-lab-root.img', {
@@ -177,7 +176,7 @@ ui.exportButton.addEventListener('click', async () => {
       },
     });
     offerDownload(file, 'vm-lab-root.img');
-    setState(before, `${status} — exported ${(file.size / 2 ** 20).toFixed(0)} MiB as vm-lab-root.img (what the guest had written back; \`sync\` first for the rest).`);
+    setState(before, `exported ${(file.size / 2 ** 20).toFixed(0)} MiB as vm-lab-root.img: what the guest had written back (\`sync\` first for the rest). The VM runs on.`);
   } catch (err) {
     setState('error', `export failed: ${describeError(err)}`);
   } finally {
