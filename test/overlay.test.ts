@@ -10,6 +10,7 @@ import { StorageError, type BlockBackend } from '../src/backends/backend.ts';
 import { MemoryBackend } from '../src/backends/memory.ts';
 import { OverlayBackend } from '../src/backends/overlay.ts';
 import { openBackend } from '../src/host/browser/open-backend.ts';
+import { exportStream } from '../src/transfer/export.ts';
 import { memoryOverlayFactory } from '../e2e/harness/overlay-factories.ts';
 import { backendContract, pattern } from './contract/backend-contract.ts';
 
@@ -206,6 +207,53 @@ describe('overlay behaviour', () => {
     }
     expect(at).toBe(data.length);
     expect(joined).toEqual(expected);
+  });
+
+  test('allocated ranges: top blocks, what the base reports for base blocks, never zeroed blocks', async () => {
+    const base = Object.assign(new MemoryBackend(64 * KiB, { data: pattern(64 * KiB, 21), readOnly: true }), {
+      // A base that knows it holds data only in [8 KiB, 24 KiB).
+      allocatedRanges: (offset: number, length: number): Array<[number, number]> => {
+        const s = Math.max(offset, 8 * KiB);
+        const e = Math.min(offset + length, 24 * KiB);
+        return s < e ? [[s, e]] : [];
+      },
+    });
+    const { overlay } = await overlayOf(base);
+    await overlay.write(40 * KiB, pattern(8 * KiB, 22)); // blocks 10-11 in the top
+    await overlay.writeZeroes(16 * KiB, 4 * KiB, false); // block 4 zero, inside the base's data
+    expect(await overlay.allocatedRanges(0, 64 * KiB)).toEqual([
+      [8 * KiB, 16 * KiB],
+      [20 * KiB, 24 * KiB],
+      [40 * KiB, 48 * KiB],
+    ]);
+    expect(await overlay.allocatedRanges(42 * KiB, 1000)).toEqual([[42 * KiB, 42 * KiB + 1000]]);
+    // A base that cannot tell counts as allocated everywhere it shows through.
+    const plain = await overlayOf(new MemoryBackend(16 * KiB, { readOnly: true }));
+    await plain.overlay.discard(0, 4 * KiB);
+    expect(await plain.overlay.allocatedRanges(0, 16 * KiB)).toEqual([[4 * KiB, 16 * KiB]]);
+  });
+
+  test("the generic exporter (src/transfer) streams an overlay's merged image, skipping its zeroed blocks unread", async () => {
+    const data = pattern(3 * 1024 * KiB, 23);
+    const base = new MemoryBackend(data.length, { data, readOnly: true });
+    const { overlay } = await overlayOf(base);
+    await overlay.write(100 * KiB, pattern(50 * KiB, 24));
+    await overlay.discard(1024 * KiB, 1024 * KiB);
+    const expected = await bytes(overlay, 0, data.length);
+    const reads: Array<[number, number]> = [];
+    const read = overlay.read.bind(overlay);
+    overlay.read = (offset, dst) => (reads.push([offset, dst.length]), read(offset, dst));
+    const joined = new Uint8Array(data.length);
+    let at = 0;
+    for await (const part of exportStream(overlay) as unknown as AsyncIterable<Uint8Array>) {
+      joined.set(part, at);
+      at += part.length;
+    }
+    expect(at).toBe(data.length);
+    expect(joined).toEqual(expected);
+    // The discarded second MiB was not read at all (allocatedRanges said so); the rest was.
+    expect(reads.some(([offset, length]) => offset < 2048 * KiB && offset + length > 1024 * KiB)).toBe(false);
+    expect(reads.reduce((n, [, length]) => n + length, 0)).toBe(2048 * KiB);
   });
 
   test('the overlay spec opens through openBackend, and a memory base is pinned by its content', async () => {

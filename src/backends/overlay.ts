@@ -206,6 +206,36 @@ export class OverlayBackend implements BlockBackend {
     return pending ? all(pending) : undefined;
   }
 
+  /**
+   * The parts of a range that may hold data (BlockBackend's optional hook,
+   * for sparse exports): top blocks, and whatever the base reports for base
+   * blocks (all of them when it cannot tell); zeroed blocks never.
+   */
+  async allocatedRanges(offset: number, length: number): Promise<Array<[number, number]>> {
+    this.#check(offset, length);
+    const end = offset + length;
+    const lastBlock = Math.ceil(end / this.blockSize);
+    const ranges: Array<[number, number]> = [];
+    const add = (start: number, stop: number) => {
+      const previous = ranges[ranges.length - 1];
+      if (previous && previous[1] === start) previous[1] = stop;
+      else if (stop > start) ranges.push([start, stop]);
+    };
+    for (let at = offset, block = Math.floor(offset / this.blockSize); at < end; ) {
+      const runEnd = this.#map.runEnd(block, lastBlock);
+      const stop = Math.min(end, runEnd * this.blockSize);
+      const state = this.#map.get(block);
+      if (state === BlockState.Top) add(at, stop);
+      else if (state === BlockState.Base) {
+        const inBase = this.#base.allocatedRanges ? await this.#base.allocatedRanges(at, stop - at) : [[at, stop] as [number, number]];
+        for (const [s, e] of inBase) add(s, e);
+      }
+      at = stop;
+      block = runEnd;
+    }
+    return ranges;
+  }
+
   write(offset: number, src: Uint8Array): MaybePromise {
     this.#checkWritable();
     this.#check(offset, src.length);
