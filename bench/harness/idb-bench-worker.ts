@@ -2,19 +2,21 @@
 // (bench/node/indexeddb.ts drives it through idb-bench-page.ts).
 //
 // `device` runs a list of requests (reads or writes, each an offset and a
-// length) through the guest driver at a queue depth, then a FLUSH, so that a
-// write row counts the time to make its data durable, not only to land in
-// the backend's write-back cache. `raw` does to IndexedDB what the backend
-// must do for the same list, with nothing else: the chunks a request covers
-// (the same chunk size, keys and value type as src/backends/indexeddb.ts),
-// read with one `get` per chunk in one readonly transaction per request; writes merged into chunk buffers and put in 'strict'
-// readwrite transactions batched as the backend batches them (write-back
-// once half its cache is dirty, at most TRANSACTION_BYTES per transaction,
-// waiting for the oldest while the whole cache is in flight), then the final
-// wait for every transaction — the FLUSH. A partial-chunk write first gets
-// the chunk, as the backend's read-modify-write does. The raw side keeps no
-// read cache: the device's disk is given a small one, so that its reads go
-// to IndexedDB too (bench/node/indexeddb.ts says how often they hit).
+// length) through the guest driver at a queue depth; a write list ends with
+// a FLUSH, so that a write row counts the time to make its data durable,
+// not only to land in the backend's write-back cache. `raw` does to
+// IndexedDB what the backend must do for the same list, with nothing else:
+// the chunks a request covers (the same chunk size, keys and value type as
+// src/backends/indexeddb.ts), read with one `get` per chunk in one readonly
+// transaction per request; writes merged into chunk buffers and put in
+// 'strict' readwrite transactions batched as the backend batches them
+// (write-back once half its cache is dirty, at most TRANSACTION_BYTES per
+// transaction, waiting for the oldest while the whole cache is in flight),
+// then the final wait for every transaction — the FLUSH. A partial-chunk
+// write first gets the chunk, as the backend's read-modify-write does. The
+// raw side keeps no read cache: the device's disk is given a small one, so
+// that its reads go to IndexedDB too (bench/node/indexeddb.ts says how often
+// they hit).
 //
 // `flushLatency`: a 4 KiB write then a timed FLUSH, against a timed 'strict'
 // put of one chunk.
