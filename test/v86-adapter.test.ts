@@ -7,7 +7,10 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { V86 } from 'v86';
 import { BarAccess } from '../src/host/v86/bar-access.ts';
-import { V86HookError, v86Internals, type V86Like } from '../src/host/v86/hooks.ts';
+import { V86HookError, v86Internals, type V86Cpu, type V86Like } from '../src/host/v86/hooks.ts';
+import { jitDirtyingBackend } from '../src/host/v86/guest-ram.ts';
+import { MemoryBackend } from '../src/backends/memory.ts';
+import type { BlockBackend } from '../src/backends/backend.ts';
 import type { PciFunctionAccessor } from '../src/virtio/pci/function.ts';
 import { PciBarRegion, PciCommonCfg } from '../src/index.ts';
 
@@ -108,5 +111,66 @@ describe('BarAccess', () => {
     bar.write8(queueSelect, 0x34);
     bar.write32(PciBarRegion.CommonCfg + PciCommonCfg.QueueDescLo, 0x1000);
     expect(log).toEqual([`w1@${queueSelect.toString(16)}=34`, `w4@20=1000`]);
+  });
+});
+
+describe('jitDirtyingBackend over memory that grows', () => {
+  const KiB = 1024;
+  /** A CPU-shaped object over a real WebAssembly.Memory with RAM at 64 KiB. */
+  const fakeCpu = (): { cpu: V86Cpu; dirtied: Array<[number, number]> } => {
+    const wasm = new WebAssembly.Memory({ initial: 4, maximum: 64 });
+    const dirtied: Array<[number, number]> = [];
+    const cpu = {
+      wasm_memory: wasm,
+      mem8: { byteOffset: 64 * KiB },
+      memory_size: [128 * KiB],
+      jit_dirty_cache: (start: number, end: number) => void dirtied.push([start, end]),
+    } as unknown as V86Cpu;
+    return { cpu, dirtied };
+  };
+
+  it('redoes an asynchronous read whose view was detached while it ran, and reports the range it filled', async () => {
+    const { cpu, dirtied } = fakeCpu();
+    const disk = new MemoryBackend(64 * KiB, { data: new Uint8Array(64 * KiB).fill(0xab) });
+    let calls = 0;
+    const slow: BlockBackend = {
+      ...disk,
+      size: disk.size,
+      readOnly: false,
+      supportsDiscard: false,
+      supportsWriteZeroes: false,
+      read: async (offset, dst) => {
+        calls++;
+        await Promise.resolve();
+        // The first time, the guest's wasm grows (v86's JIT allocating) before the data arrives.
+        if (calls === 1) cpu.wasm_memory.grow(1);
+        disk.read(offset, dst);
+      },
+      write: () => {},
+      flush: () => {},
+      discard: () => {},
+      writeZeroes: () => {},
+      close: () => {},
+    };
+    let redos = 0;
+    const wrapped = jitDirtyingBackend(slow, cpu, (s, e) => cpu.jit_dirty_cache(s, e), () => redos++);
+    const guest = 0x1000;
+    const view = new Uint8Array(cpu.wasm_memory.buffer, cpu.mem8.byteOffset + guest, 4 * KiB);
+    await wrapped.read(0, view);
+    expect(calls).toBe(2);
+    expect(redos).toBe(1);
+    const now = new Uint8Array(cpu.wasm_memory.buffer, cpu.mem8.byteOffset + guest, 4 * KiB);
+    expect(now.every((b) => b === 0xab)).toBe(true);
+    expect(dirtied).toEqual([[guest, guest + 4 * KiB]]);
+  });
+
+  it('leaves a synchronous read alone: one call, zero-copy, reported at once', () => {
+    const { cpu, dirtied } = fakeCpu();
+    const disk = new MemoryBackend(64 * KiB, { data: new Uint8Array(64 * KiB).fill(7) });
+    const wrapped = jitDirtyingBackend(disk, cpu, (s, e) => cpu.jit_dirty_cache(s, e));
+    const view = new Uint8Array(cpu.wasm_memory.buffer, cpu.mem8.byteOffset + 0x2000, 512);
+    expect(wrapped.read(0, view)).toBeUndefined();
+    expect(view.every((b) => b === 7)).toBe(true);
+    expect(dirtied).toEqual([[0x2000, 0x2200]]);
   });
 });

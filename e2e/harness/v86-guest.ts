@@ -43,7 +43,7 @@ export interface BootResult {
   ended: boolean;
   /** Where it ran and what it saw. */
   where: 'page' | 'worker';
-  counters?: { dirtyCalls: number; runs: number; reads: number; writes: number; discards: number; flushes: number };
+  counters?: { dirtyCalls: number; runs: number; redos: number; reads: number; writes: number; discards: number; flushes: number };
   image?: ArrayBuffer;
   error?: string;
 }

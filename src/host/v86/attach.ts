@@ -60,8 +60,8 @@ export interface V86VirtioBlk {
   /** The slot and BAR0 address it was registered at. */
   readonly slot: number;
   readonly barAddress: number;
-  /** Counters: JIT invalidations and deferred device runs. */
-  readonly counters: { readonly dirtyCalls: number; readonly runs: number };
+  /** Counters: JIT invalidations, deferred device runs, asynchronous requests redone because guest RAM moved. */
+  readonly counters: { readonly dirtyCalls: number; readonly runs: number; readonly redos: number };
 }
 
 export class V86AttachError extends Error {
@@ -86,13 +86,13 @@ export function attachVirtioBlk(emulator: V86Like, options: AttachVirtioBlkOptio
   const pciId = slot << 3;
   const pciBus = cpu.devices.pci;
 
-  const counters = { dirtyCalls: 0, runs: 0 };
+  const counters = { dirtyCalls: 0, runs: 0, redos: 0 };
   const dirty = (start: number, end: number): void => {
     counters.dirtyCalls++;
     cpu.jit_dirty_cache(start, end);
   };
   const memory = new JitDirtyingMemory(cpu, dirty);
-  const backend = jitDirtyingBackend(options.backend, cpu, dirty);
+  const backend = jitDirtyingBackend(options.backend, cpu, dirty, () => counters.redos++);
   const disk = createSameThreadDisk({
     ...options.disk,
     memory,

@@ -16,8 +16,14 @@
 // performs, so `jitDirtyingBackend` reports a read's views once the read has
 // completed — synchronously, or when its promise settles, before the device
 // publishes the used element that lets the guest look at the data.
+//
+// The memory grows while the guest runs (v86's JIT allocates inside the wasm
+// module), which detaches every view. A synchronous backend is done before
+// that can happen; an asynchronous one (IndexedDB, HTTP) holds its views
+// across event-loop turns, so a call whose views were detached meanwhile is
+// redone on fresh views of the same guest range (jitDirtyingBackend).
 
-import type { BlockBackend, MaybePromise } from '../../backends/backend.ts';
+import { StorageError, StorageErrorCode, type BlockBackend, type MaybePromise } from '../../backends/backend.ts';
 import { GuestMemory } from '../../virtio/memory.ts';
 import type { V86Cpu } from './hooks.ts';
 
@@ -71,26 +77,58 @@ export class JitDirtyingMemory extends GuestMemory {
   }
 }
 
+/** Most times one request is redone because guest RAM moved under it. */
+const MAX_REDOS = 8;
+
 /**
- * `backend` with reads that report the guest ranges they filled. A view is
- * guest RAM when it lies on the wasm memory's current buffer; its physical
- * address is its offset from the RAM window's start.
+ * `backend` as the device must use it over v86's RAM:
+ * - a read reports the guest ranges it filled once it has completed;
+ * - an asynchronous call whose guest views were detached while it ran (v86's
+ *   wasm code grew its memory: its JIT allocates) is redone on fresh views
+ *   of the same guest range. A detached view has length 0, so the backend
+ *   read into, or wrote from, nothing (or threw); the guest's buffer cannot
+ *   change while its request is in flight, so redoing either is safe.
+ * A view is guest RAM when it lies on the wasm memory's current buffer; its
+ * physical address is its offset from the RAM window's start.
  */
-export function jitDirtyingBackend(backend: BlockBackend, cpu: V86Cpu, dirty: DirtyRange): BlockBackend {
+export function jitDirtyingBackend(backend: BlockBackend, cpu: V86Cpu, dirty: DirtyRange, onRedo: () => void = () => {}): BlockBackend {
   const ramOffset = cpu.mem8.byteOffset;
-  const report = (view: Uint8Array): void => {
-    if (view.buffer !== cpu.wasm_memory.buffer || view.length === 0) return;
-    const start = view.byteOffset - ramOffset;
-    dirty(start, start + view.length);
-  };
-  const after = (r: MaybePromise, views: readonly Uint8Array[]): MaybePromise => {
-    if (r === undefined) {
-      for (const v of views) report(v);
+  const run = (views: Uint8Array[], call: (views: Uint8Array[]) => MaybePromise, read: boolean): MaybePromise => {
+    const buffer = cpu.wasm_memory.buffer;
+    const spans = views.map((v) => ({ at: v.byteOffset, length: v.length, guest: v.buffer === buffer }));
+    const report = (): void => {
+      if (!read) return;
+      for (const s of spans) if (s.guest && s.length > 0) dirty(s.at - ramOffset, s.at - ramOffset + s.length);
+    };
+    const moved = (vs: Uint8Array[]): boolean => vs.some((v, i) => spans[i]!.guest && v.length !== spans[i]!.length);
+    const first = call(views);
+    if (first === undefined) {
+      report();
       return undefined;
     }
-    return r.then(() => {
-      for (const v of views) report(v);
-    });
+    return (async () => {
+      let pending: MaybePromise = first;
+      for (let redo = 0; ; redo++) {
+        let failure: unknown = null;
+        try {
+          await pending;
+        } catch (err) {
+          failure = err;
+        }
+        if (!moved(views)) {
+          if (failure !== null) throw failure;
+          report();
+          return;
+        }
+        if (redo === MAX_REDOS) {
+          throw new StorageError(StorageErrorCode.Io, 'guest memory kept moving under an asynchronous request', { cause: failure ?? undefined });
+        }
+        onRedo();
+        const now = cpu.wasm_memory.buffer;
+        views = views.map((v, i) => (spans[i]!.guest ? new Uint8Array(now, spans[i]!.at, spans[i]!.length) : v));
+        pending = call(views);
+      }
+    })();
   };
   const wrapped: BlockBackend = {
     get size() {
@@ -105,8 +143,8 @@ export function jitDirtyingBackend(backend: BlockBackend, cpu: V86Cpu, dirty: Di
     get supportsWriteZeroes() {
       return backend.supportsWriteZeroes;
     },
-    read: (offset, dst) => after(backend.read(offset, dst), [dst]),
-    write: (offset, src) => backend.write(offset, src),
+    read: (offset, dst) => run([dst], (vs) => backend.read(offset, vs[0]!), true),
+    write: (offset, src) => run([src], (vs) => backend.write(offset, vs[0]!), false),
     flush: () => backend.flush(),
     discard: (offset, length) => backend.discard(offset, length),
     writeZeroes: (offset, length, mayUnmap) => backend.writeZeroes(offset, length, mayUnmap),
@@ -114,9 +152,12 @@ export function jitDirtyingBackend(backend: BlockBackend, cpu: V86Cpu, dirty: Di
   };
   if (backend.readv) {
     const readv = backend.readv.bind(backend);
-    wrapped.readv = (offset, dsts) => after(readv(offset, dsts), dsts);
+    wrapped.readv = (offset, dsts) => run(dsts, (vs) => readv(offset, vs), true);
   }
-  if (backend.writev) wrapped.writev = backend.writev.bind(backend);
+  if (backend.writev) {
+    const writev = backend.writev.bind(backend);
+    wrapped.writev = (offset, srcs) => run(srcs, (vs) => writev(offset, vs), false);
+  }
   if (backend.resize) wrapped.resize = backend.resize.bind(backend);
   return wrapped;
 }
