@@ -68,8 +68,10 @@ export async function indexedDbSection(page: Page, quick: boolean, log: (line: s
   const diskBytes = (quick ? 64 : 256) * MiB;
   const cacheBytes = diskBytes / 8;
   const chunkBytes = DEFAULT_INDEXEDDB_CHUNK_BYTES;
-  // Two rounds even when quick, the second with raw first: whichever side
-  // runs second reads files the other just left in the page cache.
+  // Two rounds even when quick, the second with raw first: the order
+  // matters here (one round, device then raw, had raw 1 MiB reads at 0.37
+  // of the device's; alternating, best of each, gave 0.84). Why is not
+  // established; the page cache left by the other side is a suspect.
   const rounds = quick ? 2 : 4;
   await page.goto('/bench/harness/idb-bench.html');
   await page.waitForFunction(() => document.body.dataset.ready === 'true', null, { timeout: 120_000 });
