@@ -4,8 +4,8 @@
 // disk (Disk.resize) or closes and reopens it (Disk.close), relaunch on the
 // same profile, and check every sector against the model of what was
 // flushed. A few per backend and mode here (15 trials, OPFS and IndexedDB
-// in every mode, the overlay over both tops; 2.2 minutes for 23 on a
-// machine at load 20, so about 90 s for these); `npm run crash-trials -- --runs N` runs many
+// in every mode, the overlay over both tops; 2.0 minutes on a 2-core
+// machine at load average 27, most of it the eleven browser launches); `npm run crash-trials -- --runs N` runs many
 // (docs/crash-trials.md).
 
 import type { CrashBackend } from './harness/crash-model.ts';
