@@ -11,6 +11,9 @@ import { serveSyncChannel } from '../../src/wasi/sync-server.ts';
 export interface NodeServerData {
   channel: SharedArrayBuffer;
   size: number;
+  /** Initial contents, and whether the disk refuses writes. */
+  data?: Uint8Array;
+  readOnly?: boolean;
   /** Reads at this offset fail with StorageError 'corrupt'. */
   corruptAt?: number;
   /** Reads at this offset answer after `slowMs`. */
@@ -19,7 +22,7 @@ export interface NodeServerData {
 }
 
 const data = workerData as NodeServerData;
-const disk = new MemoryBackend(data.size);
+const disk = new MemoryBackend(data.size, { data: data.data, readOnly: data.readOnly });
 const read = disk.read.bind(disk);
 disk.read = (offset: number, dst: Uint8Array): void | Promise<void> => {
   if (offset === data.corruptAt) throw new StorageError(StorageErrorCode.Corrupt, `checksum mismatch at ${offset}`);
