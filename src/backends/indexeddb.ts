@@ -46,6 +46,14 @@
 // database that the next creation reuses and that opening without a size
 // reports as 'not-found'.
 //
+// A disk being filled (an image import, src/transfer) is created `incomplete`:
+// its 'meta' record says so, and until `markComplete()` rewrites it — after a
+// FLUSH, in one transaction — the disk is no disk: listing skips it, opening
+// without a size is 'not-found', and the next creation clears it. A crash in
+// the middle of an import therefore leaves no half-filled disk under the
+// name (IndexedDB cannot rename a database, so OPFS's build-then-move has no
+// equivalent here; a marker written last is the same guarantee).
+//
 // Ownership: a Web Lock per disk, exclusive for writers and shared for
 // read-only openers, the same rule and the same typed 'in-use' error as OPFS
 // (src/backends/web-lock.ts).
@@ -80,6 +88,12 @@ export interface IndexedDbBackendOptions {
   cacheBytes?: number;
   /** How long to keep trying while another holder has the disk, in ms (default 0). */
   lockWaitMs?: number;
+  /**
+   * Create the disk incomplete (only with `size`, and only when no complete
+   * disk has the name): it does not exist for anyone else until
+   * `markComplete()`. For importers.
+   */
+  incomplete?: boolean;
 }
 
 /** Chunk size for new disks (see the header and docs/indexeddb.md). */
@@ -97,6 +111,8 @@ interface DiskMeta {
   format: 1;
   size: number;
   chunkBytes: number;
+  /** Set while an import fills a new disk (see the header); absent once complete. */
+  incomplete?: true;
 }
 
 /** The database that holds disk `name`. */
@@ -133,6 +149,8 @@ export class IndexedDbBackend implements BlockBackend {
   readonly supportsWriteZeroes = true;
   readonly chunkBytes: number;
   #size: number;
+  /** Created `incomplete` and not yet marked complete (see the header). */
+  #incomplete: boolean;
   /** Null once closed. */
   #db: IDBDatabase | null;
   readonly #store: UseStore;
@@ -153,6 +171,7 @@ export class IndexedDbBackend implements BlockBackend {
     this.name = name;
     this.#db = db;
     this.#size = meta.size;
+    this.#incomplete = meta.incomplete === true;
     this.chunkBytes = meta.chunkBytes;
     this.readOnly = readOnly;
     this.#lock = lock;
@@ -194,11 +213,15 @@ export class IndexedDbBackend implements BlockBackend {
     try {
       db = await openDatabase(name);
       let meta = await readMeta(db);
+      if (meta?.incomplete) meta = undefined; // an import that never finished: no disk
+      if (meta && options.incomplete) {
+        throw new StorageError(StorageErrorCode.Exists, `IndexedDB disk "${name}" exists: an incomplete disk is made only under a free name`);
+      }
       if (!meta) {
         if (size === undefined || readOnly) {
           throw new StorageError(StorageErrorCode.NotFound, `IndexedDB disk "${name}" does not exist (give a size to create it)`);
         }
-        meta = { format: 1, size, chunkBytes };
+        meta = { format: 1, size, chunkBytes, ...(options.incomplete ? { incomplete: true as const } : {}) };
         await createDisk(db, meta);
       }
       return new IndexedDbBackend(name, db, meta, readOnly, lock, cacheBytes);
@@ -319,6 +342,28 @@ export class IndexedDbBackend implements BlockBackend {
     return this.#serial(async () => this.#flushNow());
   }
 
+  /**
+   * Make an `incomplete` disk a disk: flush every write, then rewrite 'meta'
+   * without the marker in one strict transaction. Nothing for a complete disk.
+   */
+  markComplete(): Promise<void> {
+    return this.#serial(async () => {
+      this.#checkWritable();
+      if (!this.#incomplete) return;
+      await this.#flushNow();
+      const meta: DiskMeta = { format: 1, size: this.#size, chunkBytes: this.chunkBytes };
+      try {
+        await this.#store('readwrite', (store) => {
+          store.put(meta, META_KEY);
+          return promisifyRequest(store.transaction);
+        });
+      } catch (err) {
+        throw toStorageError(err, `IndexedDB disk "${this.name}": marking the import complete`);
+      }
+      this.#incomplete = false;
+    });
+  }
+
   /** Change the size. Flushes first; the new size and the chunks it drops change in one transaction. */
   resize(newSize: number): Promise<void> {
     return this.#serial(async () => {
@@ -337,7 +382,7 @@ export class IndexedDbBackend implements BlockBackend {
         tail = this.#chunks.get(keep - 1)!;
         tail.data?.fill(0, tailBytes);
       }
-      const meta: DiskMeta = { format: 1, size: newSize, chunkBytes: this.chunkBytes };
+      const meta: DiskMeta = { format: 1, size: newSize, chunkBytes: this.chunkBytes, ...(this.#incomplete ? { incomplete: true as const } : {}) };
       try {
         await this.#store('readwrite', (store) => {
           // Numbers sort before strings in IndexedDB, so this range holds
@@ -613,7 +658,7 @@ export async function listIndexedDbDisks(): Promise<Array<{ name: string; size: 
     const db = await openDatabase(name);
     try {
       const meta = await readMeta(db);
-      if (meta) disks.push({ name, size: meta.size, chunkBytes: meta.chunkBytes });
+      if (meta && !meta.incomplete) disks.push({ name, size: meta.size, chunkBytes: meta.chunkBytes });
     } finally {
       db.close();
     }

@@ -248,9 +248,14 @@ async function importIndexedDb(
   if (found && existing === 'fail') throw existsError(`IndexedDB disk "${name}"`);
   if (found && existing === 'overwrite') return withBackend(await IndexedDbBackend.open({ name, cacheBytes }), (b) => copy(b, false));
   if (found) await deleteIndexedDbDisk(name);
-  const backend = await IndexedDbBackend.open({ name, size, chunkBytes, cacheBytes });
+  // Created incomplete: until markComplete, a crash or a failure leaves no disk under the name.
+  const backend = await IndexedDbBackend.open({ name, size, chunkBytes, cacheBytes, incomplete: true });
   try {
-    return await withBackend(backend, (b) => copy(b, true));
+    return await withBackend(backend, async (b) => {
+      const result = await copy(b, true);
+      await backend.markComplete();
+      return result;
+    });
   } catch (err) {
     // Half an image is no disk: take it away again.
     await deleteIndexedDbDisk(name).catch(() => undefined);
