@@ -70,6 +70,27 @@ test.describe('OPFS chunk cache', () => {
     expect(await harness.call('cacheStats')).toMatchObject({ hits: stored, misses: 0, stored: 0 });
   });
 
+  test('chunks with the same content share one cached file, read at once without a request', async ({ page }) => {
+    const name = unique('repeated');
+    const directory = unique('cache');
+    const bytes = image(206);
+    for (const c of [6, 7, 8]) bytes.copyWithin(c * CHUNK, 5 * CHUNK, 6 * CHUNK);
+    const manifest = await server.putChunked(name, bytes, { chunkSize: CHUNK });
+    const distinct = new Set(manifest.chunks.filter((c) => c !== null));
+    expect(distinct.size).toBe(CHUNKS - 2 - 3);
+    const harness = await openHarness(page, 'http-harness');
+    await harness.call('openCached', { url: server.manifestUrl(name), maxBytes: 64 << 20, directory });
+    expect(await readAllMismatch(harness, bytes)).toBe(-1);
+    expect(await harness.call('cacheFiles', { directory })).toHaveLength(distinct.size);
+
+    // One read over chunks 5..8 asks for the same cached file four times at once.
+    const before = server.log.length;
+    await harness.call('openCached', { url: server.manifestUrl(name), maxBytes: 64 << 20, directory });
+    expect(await readAllMismatch(harness, bytes)).toBe(-1);
+    expect(chunkRequests(name, before)).toEqual([]);
+    expect(await harness.call('cacheStats')).toMatchObject({ misses: 0, dropped: 0, stored: 0 });
+  });
+
   test('a new version of the image fetches only the chunks that changed', async ({ page }) => {
     const v1 = unique('v1');
     const v2 = unique('v2');

@@ -138,6 +138,8 @@ export class ChunkCache {
   readonly #entries = new Map<string, number>();
   /** Stores in progress, so one chunk is never written twice at once. */
   readonly #storing = new Map<string, Promise<void>>();
+  /** Reads in progress: two blocks with the same content share one (a second handle on the file would fail). */
+  readonly #reading = new Map<string, Promise<Uint8Array | null>>();
 
   constructor(dir: FileSystemDirectoryHandle, maxBytes: number) {
     this.#dir = dir;
@@ -151,7 +153,15 @@ export class ChunkCache {
   }
 
   /** The chunk `hash` of `length` bytes, verified, or null (then fetch it). */
-  async get(hash: string, length: number): Promise<Uint8Array | null> {
+  get(hash: string, length: number): Promise<Uint8Array | null> {
+    const already = this.#reading.get(hash);
+    if (already) return already;
+    const reading = this.#read(hash, length).finally(() => this.#reading.delete(hash));
+    this.#reading.set(hash, reading);
+    return reading;
+  }
+
+  async #read(hash: string, length: number): Promise<Uint8Array | null> {
     await this.#storing.get(hash);
     if (!this.#entries.has(hash)) {
       this.stats.misses++;
