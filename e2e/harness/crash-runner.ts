@@ -28,7 +28,8 @@ export const CRASH_MODES: readonly CrashMode[] = ['workload', 'create', 'resize'
 
 export interface CrashTrialOptions {
   backend: CrashBackend;
-  mode: CrashMode;
+  /** One mode, or several: trial t then runs modes[t % modes.length], all in one browser session (fewer launches). */
+  mode: CrashMode | readonly CrashMode[];
   runs: number;
   /** Seeds trial t with seed * 100000 + t, so a failing trial can be replayed. */
   seed: number;
@@ -47,7 +48,8 @@ export interface CrashTrialOptions {
 
 export interface CrashTrialSummary {
   backend: CrashBackend;
-  mode: CrashMode;
+  /** The modes run, joined by '+'. */
+  mode: string;
   /** Trials run and checked. */
   trials: number;
   /** Completed FLUSHes (and closes) the runner heard of before its kills (workload, resize and close modes). */
@@ -70,11 +72,13 @@ function generator(seed: number): () => number {
 }
 
 export async function runCrashTrials(options: CrashTrialOptions): Promise<CrashTrialSummary> {
-  const { backend, mode } = options;
-  if (mode === 'resize' && backend.startsWith('overlay')) throw new Error(`${backend}: an overlay cannot resize (its base has a fixed size)`);
+  const { backend } = options;
+  const modes: readonly CrashMode[] = typeof options.mode === 'string' ? [options.mode] : options.mode;
+  if (modes.length === 0) throw new Error('no crash mode given');
+  if (modes.includes('resize') && backend.startsWith('overlay')) throw new Error(`${backend}: an overlay cannot resize (its base has a fixed size)`);
   const summary: CrashTrialSummary = {
     backend,
-    mode,
+    mode: modes.join('+'),
     trials: 0,
     flushesBeforeKill: 0,
     creationsBeforeKill: 0,
@@ -121,6 +125,7 @@ export async function runCrashTrials(options: CrashTrialOptions): Promise<CrashT
       if (t === options.runs) break;
       const trialSeed = options.seed * 100000 + t;
       const next = generator(trialSeed);
+      const mode = modes[t % modes.length]!;
       reports = [];
       // Kill when this many reports have arrived (or when the run ends by itself).
       const total = mode === 'create' ? 2 * CREATIONS : WORKLOAD_OPS;
