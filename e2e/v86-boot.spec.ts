@@ -13,6 +13,9 @@
 //   guest finds its files.
 // - IndexedDB, v86 on the page (an asynchronous backend on v86's thread):
 //   written in one boot, found after a reload.
+// - An overlay, v86 in a worker: the image over HTTP (Range) under an OPFS
+//   top; written in one boot (the host checks the merged disk as above),
+//   found after a reload, the image itself untouched.
 // - A read-only disk: the guest sees /sys/block/vda/ro = 1, mounts it
 //   read-only, and every write is refused.
 //
@@ -23,7 +26,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Page } from '@playwright/test';
+import type { Download, Page } from '@playwright/test';
 import type { BootConfig } from './harness/v86-guest.ts';
 import type { Where } from './harness/v86-page.ts';
 import { fsckProblems } from './linux/provision.ts';
@@ -37,6 +40,7 @@ const BOOT_TIMEOUT_MS = 200_000;
 type Result = Awaited<ReturnType<NonNullable<Window['v86Harness']>['boot']>>;
 
 let busybox = '';
+let image: RootImage;
 test.beforeAll(() => {
   busybox = provisionV86().busybox;
 });
@@ -73,7 +77,26 @@ function debugfsCat(image: string, path: string): Buffer {
   return execFileSync('debugfs', ['-R', `cat ${path}`, image], { stdio: ['ignore', 'pipe', 'ignore'], maxBuffer: 64 << 20 });
 }
 
-let image: RootImage;
+/** The disk the page exported after a write boot: ext4 clean, and the guest's blob, checksum and note are there. */
+async function checkExportedDisk(download: Download, first: Result): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'vbw-v86-'));
+  try {
+    const saved = join(dir, 'disk.img');
+    await download.saveAs(saved);
+    expect(readFileSync(saved).length).toBe(image.sizeBytes);
+    expect(fsckProblems(saved)).toBeNull();
+    const blob = debugfsCat(saved, '/vbw/guest/blob.bin');
+    expect(blob.length).toBe(GUEST_BLOB_MIB << 20);
+    const sums = debugfsCat(saved, '/vbw/guest/SHA256SUMS').toString();
+    expect(sums).toContain(`${sha256(blob)}  blob.bin`);
+    const printed = first.marks.find((m) => m.line.startsWith('VBW-SUM '))!.line.slice('VBW-SUM '.length);
+    expect(printed).toBe(sha256(blob));
+    expect(debugfsCat(saved, '/vbw/guest/note.txt').toString()).toBe('written by the guest\n');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 test.beforeEach(({}, testInfo) => {
   image = buildRootImage(`boot-${testInfo.testId}`, busybox, 64);
 });
@@ -91,22 +114,7 @@ test('OPFS root (v86 in a worker): host files, a random blob, fstrim and O_DIREC
   expect(first.counters!.dirtyCalls).toBeGreaterThan(0);
   expect(first.exported).toBe(true);
 
-  const dir = mkdtempSync(join(tmpdir(), 'vbw-v86-'));
-  try {
-    const saved = join(dir, 'disk.img');
-    await (await downloaded).saveAs(saved);
-    expect(readFileSync(saved).length).toBe(image.sizeBytes);
-    expect(fsckProblems(saved)).toBeNull();
-    const blob = debugfsCat(saved, '/vbw/guest/blob.bin');
-    expect(blob.length).toBe(GUEST_BLOB_MIB << 20);
-    const sums = debugfsCat(saved, '/vbw/guest/SHA256SUMS').toString();
-    expect(sums).toContain(`${sha256(blob)}  blob.bin`);
-    const printed = first.marks.find((m) => m.line.startsWith('VBW-SUM '))!.line.slice('VBW-SUM '.length);
-    expect(printed).toBe(sha256(blob));
-    expect(debugfsCat(saved, '/vbw/guest/note.txt').toString()).toBe('written by the guest\n');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  await checkExportedDisk(await downloaded, first);
 
   await page.reload();
   await openHarness(page);
@@ -135,4 +143,21 @@ test('a read-only disk is read-only in the guest: sysfs ro = 1, mounts read-only
   expectGuest(result, ['host-files', 'sysfs-ro', 'remount-rw-refused', 'file-write-refused', 'device-write-refused']);
   // The guest's kernel refused the writes itself: none reached the device.
   expect(result.counters!.writes).toBe(0);
+});
+
+test('overlay root (v86 in a worker): the image over HTTP under an OPFS top; written in one boot, found after a reload, the base untouched', async ({ page }) => {
+  test.setTimeout(2 * BOOT_TIMEOUT_MS + 60_000);
+  const before = sha256(readFileSync(image.path));
+  await openHarness(page);
+  const downloaded = page.waitForEvent('download', { timeout: BOOT_TIMEOUT_MS + 30_000 });
+  const backend = { kind: 'overlay', name: 'root.top' } as const;
+  const first = await boot(page, { disk: 'virtio', backend, imageUrl: image.url, test: 'write', exportImage: true }, 'worker');
+  expectGuest(first, ['host-files', 'direct-read', 'remount-ro']);
+  await checkExportedDisk(await downloaded, first);
+  await page.reload();
+  await openHarness(page);
+  const second = await boot(page, { disk: 'virtio', backend, imageUrl: image.url, test: 'persist' }, 'worker');
+  expectGuest(second, ['host-files', 'guest-files']);
+  // Every write went to the top: the image the server sends is the one the host built.
+  expect(sha256(readFileSync(image.path))).toBe(before);
 });

@@ -17,7 +17,9 @@ import { V86 } from 'v86';
 export type BootBackend =
   | { kind: 'memory'; readOnly?: boolean }
   | { kind: 'opfs'; name: string; fresh: boolean; readOnly?: boolean }
-  | { kind: 'indexeddb'; name: string; fresh: boolean };
+  | { kind: 'indexeddb'; name: string; fresh: boolean }
+  /** The image over HTTP (Range requests) under a copy-on-write top in OPFS (worker only). */
+  | { kind: 'overlay'; name: string };
 
 export interface BootConfig {
   /** 'virtio': this project's disk; 'ide': v86's own IDE disk on the same image (from memory). */
@@ -57,7 +59,7 @@ async function fetchBytes(url: string): Promise<ArrayBuffer> {
   return r.arrayBuffer();
 }
 
-async function openBackend(spec: BootBackend, image: () => Promise<ArrayBuffer>): Promise<BlockBackend> {
+async function openBackend(spec: BootBackend, imageUrl: string, image: () => Promise<ArrayBuffer>): Promise<BlockBackend> {
   if (spec.kind === 'memory') {
     const data = new Uint8Array(await image());
     return new MemoryBackend(data.length, { data, shareBuffer: true, readOnly: spec.readOnly });
@@ -71,6 +73,15 @@ async function openBackend(spec: BootBackend, image: () => Promise<ArrayBuffer>)
       writer.close();
     }
     return OpfsBackend.open({ name: spec.name, readOnly: spec.readOnly, lockWaitMs: 5000 });
+  }
+  if (spec.kind === 'overlay') {
+    const [{ HttpRangeBackend }, { OverlayBackend, overlayTopBytes }] = await Promise.all([
+      import('../../src/backends/http-range.ts'),
+      import('../../src/backends/overlay.ts'),
+    ]);
+    const base = await HttpRangeBackend.open(new URL(imageUrl, location.href).href);
+    const top = await OpfsBackend.open({ name: spec.name, size: overlayTopBytes(base.size), lockWaitMs: 5000 });
+    return OverlayBackend.open({ base, top, name: spec.name });
   }
   const { IndexedDbBackend } = await import('../../src/backends/indexeddb.ts');
   if (spec.fresh) {
@@ -97,7 +108,7 @@ export async function boot(config: BootConfig): Promise<BootResult> {
   const [bios, kernel, initrd] = await Promise.all(['bios.bin', 'vmlinuz.bin', 'initramfs.cpio'].map((f) => fetchBytes(`${ASSETS}/${f}`)));
   let imageBytes: ArrayBuffer | undefined;
   const image = async (): Promise<ArrayBuffer> => (imageBytes ??= await fetchBytes(config.imageUrl));
-  const backend = config.disk === 'virtio' ? await openBackend(config.backend, image) : undefined;
+  const backend = config.disk === 'virtio' ? await openBackend(config.backend, config.imageUrl, image) : undefined;
   const diskName = config.disk === 'virtio' ? 'vda' : 'sda';
   const cmdline = `console=ttyS0 rdinit=/init quiet noisapnp pnpbios=off vbw.disk=${diskName} vbw.mount=${config.mount ?? 'rw'} vbw.test=${config.test} ${config.extraCmdline ?? ''}`.trim();
   const emulator = new V86({
