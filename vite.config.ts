@@ -31,9 +31,9 @@ function crossOriginIsolation(): Plugin {
   };
 }
 
-/** The pages to build: the demo, plus the e2e harness pages for E2E_SERVER=preview runs. */
+/** The pages to build: the VM lab (index) and the synthetic lab, plus the e2e harness pages for E2E_SERVER=preview runs. */
 function buildInputs(): Record<string, string> {
-  const inputs: Record<string, string> = { index: 'index.html', vm: 'vm.html' };
+  const inputs: Record<string, string> = { index: 'index.html', lab: 'lab.html' };
   if (process.env.E2E_BUILD_HARNESS) {
     for (const file of readdirSync('e2e/harness')) {
       if (file.endsWith('.html')) inputs[`harness-${file.slice(0, -5)}`] = `e2e/harness/${file}`;

@@ -16,7 +16,7 @@ const RED = 'rgb(221, 51, 51)';
 
 async function open(page: Page): Promise<void> {
   await page.setViewportSize({ width: 1000, height: 1100 });
-  await page.goto('/');
+  await page.goto('/lab.html');
   await expect(page.locator('body')).toHaveAttribute('data-ready', 'true');
 }
 
@@ -151,7 +151,7 @@ test('numbers are cleared when the disk changes; Stop says the run stopped', asy
   await page.fill('#name', 'held');
   await page.fill('#size', '4');
   const other = await page.context().newPage();
-  await other.goto('/');
+  await other.goto('/lab.html');
   await other.selectOption('#backend', 'opfs');
   await other.fill('#name', 'held');
   await other.fill('#size', '4');

@@ -53,7 +53,7 @@ async function typeLine(page: Page, line: string): Promise<void> {
 test('a file written in the guest survives a reload of the page', async ({ page }) => {
   test.setTimeout(360_000);
   await page.setViewportSize({ width: 1280, height: 820 });
-  await page.goto('/vm.html');
+  await page.goto('/');
   await waitForShell(page);
   await expect(screen(page)).toContainText('Welcome to the virtio-blk-web lab');
   await page.screenshot({ path: '/tmp/vmlab-1-ready.png' });

@@ -1,4 +1,4 @@
-// The Vite plugin that serves the VM page's assets (vm.html) from the
+// The Vite plugin that serves the VM page's assets (index.html, src/vm) from the
 // gitignored caches scripts/build-lab-image.ts fills: the packed lab image
 // at /lab-assets/image/, and SeaBIOS, the kernel and the initramfs the v86
 // provisioning made at /lab-assets/v86/{bios,kernel,initrd}. It imports no

@@ -1,4 +1,4 @@
-// Builds the VM lab's root disk (vm.html): a small ext4 image holding the
+// Builds the VM lab's root disk (index.html, src/vm): a small ext4 image holding the
 // guest's static busybox, an inittab that keeps a shell on ttyS0, a motd and
 // a profile, packed by the project's own `virtio-blk-web pack` into
 // .cache/lab-image/packed/ (gitignored), which the Vite plugin
@@ -157,7 +157,7 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   } catch (err) {
     process.stderr.write(`${err instanceof ProvisionError ? err.message : String((err as Error).stack ?? err)}\n`);
     if (process.argv.includes('--warn-only')) {
-      process.stderr.write('[provision] the VM page (vm.html) cannot boot until this succeeds; the server starts anyway\n');
+      process.stderr.write('[provision] the VM page (/) cannot boot until this succeeds; the server starts anyway\n');
     } else {
       process.exit(1);
     }

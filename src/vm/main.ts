@@ -1,4 +1,4 @@
-// The VM page (vm.html): Linux boots in v86 with its root on the lab image
+// The VM page (index.html, what `npm start` opens): Linux boots in v86 with its root on the lab image
 // (lab-disk.ts: a chunked HTTP image under an IndexedDB overlay), in an
 // xterm.js terminal on the serial console, beside a live panel of the disk.
 //
