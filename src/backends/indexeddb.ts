@@ -630,7 +630,10 @@ export class IndexedDbBackend implements BlockBackend {
 export async function deleteIndexedDbDisk(name: string): Promise<void> {
   const lock = await acquireLock(indexedDbLockName(name), 'exclusive', () => inUseError(`IndexedDB disk "${name}"`));
   try {
-    if (!(await listIndexedDbDisks()).some((d) => d.name === name)) {
+    // A database that is no disk (an incomplete import, a creation cut short)
+    // is deleted too: that is how an importer takes back what it began.
+    const databases = await indexedDB.databases();
+    if (!databases.some((d) => d.name === indexedDbDatabaseName(name))) {
       throw new StorageError(StorageErrorCode.NotFound, `IndexedDB disk "${name}" does not exist`);
     }
     // idb-keyval cannot delete a database.
