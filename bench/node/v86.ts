@@ -10,8 +10,9 @@
 // The virtio disk runs with v86 in a dedicated worker (where an OPFS disk
 // must run) and on the page, which is the "where does the device run"
 // measurement docs/v86.md reports. Each round keeps every row's best. Nothing
-// asserts. HTTP variants (v86's async HTTP disk against the project's HTTP
-// backend) are not measured yet.
+// asserts. After these rows, the HTTP rows (v86-http.ts): the same image
+// over HTTP from one local server, cold cache, v86's async HTTP disk against
+// this project's HTTP backends.
 
 import type { Page } from 'playwright';
 import type { BootConfig } from '../../e2e/harness/v86-guest.ts';
@@ -19,6 +20,7 @@ import type { Where } from '../../e2e/harness/v86-page.ts';
 import { buildRootImage } from '../../e2e/v86/image.ts';
 import { provisionV86 } from '../../e2e/v86/provision.ts';
 import { formatTable, num } from './table.ts';
+import { v86HttpRows, v86HttpTable, type V86HttpResult } from './v86-http.ts';
 
 const DD_MIB = 32;
 
@@ -41,6 +43,8 @@ export interface V86SectionResult {
   rows: V86Row[];
   loadAverage: number[];
   seconds: number;
+  /** The cold-cache HTTP boots (v86-http.ts). */
+  http?: V86HttpResult;
 }
 
 type BootResult = Awaited<ReturnType<NonNullable<Window['v86Harness']>['boot']>>;
@@ -95,7 +99,9 @@ export async function v86Section(page: Page, quick: boolean, log: (line: string)
       });
     }
   }
-  return { rows: [...best.values()], loadAverage: loadAverage(), seconds: (Date.now() - started) / 1000 };
+  const memoryLoad = loadAverage();
+  const http = await v86HttpRows(new URL(page.url()).origin, image, quick, log, loadAverage);
+  return { rows: [...best.values()], loadAverage: memoryLoad, seconds: (Date.now() - started) / 1000, http };
 }
 
 export function v86Table(r: V86SectionResult): string {
@@ -113,5 +119,5 @@ export function v86Table(r: V86SectionResult): string {
       ide ? num(row.ddMBps / ide.ddMBps, 2) : null,
     ]),
   );
-  return `v86: Debian i386 boots with root ext4 on the disk (64 MiB image from memory; best of the rounds; load average ${r.loadAverage.map((x) => x.toFixed(1)).join(' ')}; e2e/harness/v86-guest.ts)\n${table}`;
+  return `v86: Debian i386 boots with root ext4 on the disk (64 MiB image from memory; best of the rounds; load average ${r.loadAverage.map((x) => x.toFixed(1)).join(' ')}; e2e/harness/v86-guest.ts)\n${table}${r.http ? `\n\n${v86HttpTable(r.http)}` : ''}`;
 }
