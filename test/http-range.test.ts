@@ -269,6 +269,19 @@ describe('the image changes under a running guest', () => {
     b.close();
   });
 
+  test('with ifRange: false no If-Range is sent, and a changed image is still image-changed (a 206 with a new ETag)', async () => {
+    freshImage();
+    const b = await HttpRangeBackend.open(url, { ...FAST, ifRange: false });
+    same(await read(b, 2 * BLOCK, 512), IMAGE.subarray(2 * BLOCK, 2 * BLOCK + 512));
+    expect(requests().at(-1)!.ifRange).toBeNull();
+    server.replaceImage(path.slice('/images/'.length), pattern(SIZE, 80));
+    const err = await failure(read(b, 7 * BLOCK, 512));
+    expect(err).toMatchObject({ code: 'image-changed', reason: 'image-changed', status: 206 });
+    expect(requests().at(-1)!.ifRange).toBeNull();
+    same(await read(b, 2 * BLOCK, 512), IMAGE.subarray(2 * BLOCK, 2 * BLOCK + 512));
+    b.close();
+  });
+
   test('with a weak ETag, If-Range carries Last-Modified', async () => {
     freshImage(IMAGE, { etag: 'weak' });
     const b = await HttpRangeBackend.open(url, FAST);
