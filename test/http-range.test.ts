@@ -293,9 +293,22 @@ describe('the image changes under a running guest', () => {
     b.close();
   });
 
-  test('without any validator, a change of size is still caught', async () => {
+  test('without any validator the image is refused at open, unless unpinned: true', async () => {
     freshImage(IMAGE, { etag: 'none', lastModified: false });
-    const b = await HttpRangeBackend.open(url, FAST);
+    const err = await HttpRangeBackend.open(url, FAST).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ name: 'StorageError', code: 'unsupported', reason: 'no-validator' });
+    expect((err as Error).message).toContain('neither ETag nor Last-Modified');
+    const b = await HttpRangeBackend.open(url, { ...FAST, unpinned: true });
+    expect(b.identity).toEqual({ size: SIZE, etag: null, lastModified: null });
+    b.close();
+  });
+
+  test('unpinned, without any validator, a change of size is still caught', async () => {
+    freshImage(IMAGE, { etag: 'none', lastModified: false });
+    const b = await HttpRangeBackend.open(url, { ...FAST, unpinned: true });
     expect(b.identity).toEqual({ size: SIZE, etag: null, lastModified: null });
     server.replaceImage(path.slice('/images/'.length), pattern(SIZE + 4096, 80));
     const err = await failure(read(b, 4 * BLOCK, 10));

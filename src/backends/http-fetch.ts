@@ -33,6 +33,8 @@ export const HttpErrorReason = {
   BadLength: 'bad-length',
   /** The image's ETag, Last-Modified or size changed since it was opened. */
   ImageChanged: 'image-changed',
+  /** A Range image without ETag or Last-Modified: changes could not be detected (`unpinned` opts in). */
+  NoValidator: 'no-validator',
   /** A chunk's bytes do not hash to the SHA-256 its manifest names. */
   Integrity: 'integrity',
   /** The chunked image's manifest is not valid. */

@@ -44,6 +44,14 @@ export interface HttpRangeOptions extends RetryOptions, BlockCacheOptions {
   headers?: Record<string, string>;
   /** Send If-Range with the pinned validator. Default true. */
   ifRange?: boolean;
+  /**
+   * Open an image whose server sends neither ETag nor Last-Modified (or,
+   * cross-origin, exposes neither). Such an image is pinned by its size
+   * alone: a change that keeps the size cannot be seen, and the guest could
+   * read old and new blocks mixed. Without this option that is a typed
+   * 'unsupported' error at open. Default false.
+   */
+  unpinned?: boolean;
   /** fetch's credentials mode. Default 'same-origin'. */
   credentials?: RequestCredentials;
 }
@@ -77,6 +85,17 @@ export class HttpRangeBackend extends HttpImageBackend {
     const first = await withRetries(href, policy, opening.signal, (signal) =>
       rangeGet(href, 0, blockSize - 1, { signal, options, pinned: null }),
     );
+    if (first.identity.etag === null && first.identity.lastModified === null && options.unpinned !== true) {
+      opening.abort();
+      throw new HttpError(
+        StorageErrorCode.Unsupported,
+        HttpErrorReason.NoValidator,
+        `${href} sends neither ETag nor Last-Modified (cross-origin, both must be listed in ` +
+          `Access-Control-Expose-Headers): a change to the image that keeps its size could not be detected, ` +
+          `so blocks of two versions could mix; serve a validator, or pass unpinned: true to read it anyway`,
+        { url: href },
+      );
+    }
     const source = new RangeSource(href, first.identity, blockSize, options, policy);
     const reader = new BlockReader(source, options);
     if (first.bytes.length > 0) reader.seed(0, first.bytes);
