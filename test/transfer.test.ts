@@ -315,3 +315,38 @@ describe('export', () => {
     expect(err).toMatchObject({ code: 'aborted', cause: { message: 'stop' } });
   });
 });
+
+describe('URL sources', () => {
+  test('a server that answers with a web page (an SPA fallback) is refused before anything is written', async () => {
+    const { createServer } = await import('node:http');
+    const server = createServer((req, res) => {
+      if (req.url === '/page.img') {
+        res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+        res.end('<!doctype html><title>app</title>');
+      } else {
+        res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': '4096' });
+        res.end(new Uint8Array(4096).fill(7));
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as { port: number };
+    try {
+      const disk = new MemoryBackend(8192);
+      const err = await importIntoBackend(`http://127.0.0.1:${port}/page.img`, disk).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(StorageError);
+      expect((err as StorageError).message).toContain('answered a web page (text/html), not a disk image');
+      const bytes = new Uint8Array(8192);
+      disk.read(0, bytes);
+      expect(bytes.every((b) => b === 0)).toBe(true);
+      // A binary answer from the same server imports.
+      await importIntoBackend(`http://127.0.0.1:${port}/disk.img`, disk);
+      disk.read(0, bytes);
+      expect(bytes[0]).toBe(7);
+    } finally {
+      server.close();
+    }
+  });
+});

@@ -57,6 +57,13 @@ async function openUrl(url: string, size: number | undefined, signal?: AbortSign
     throw new StorageError(code, `fetch of ${url} answered ${response.status} ${response.statusText}`.trim(), { cause: response });
   }
   // A compressed body's Content-Length is not the image's: trust only a plain one.
+  // A web page is never a disk image: a server's fallback page (a single-page
+  // app answers 200 with index.html for any path) must not replace a disk.
+  const type = response.headers.get('Content-Type')?.split(';')[0]?.trim().toLowerCase();
+  if (type === 'text/html' || type === 'application/xhtml+xml') {
+    await response.body.cancel().catch(() => undefined);
+    throw new StorageError(StorageErrorCode.Io, `fetch of ${url} answered a web page (${type}), not a disk image`);
+  }
   const header = response.headers.get('Content-Length');
   const declared = header !== null && /^\d+$/.test(header) && !response.headers.get('Content-Encoding') ? Number(header) : undefined;
   if (declared !== undefined && size !== undefined && declared !== size) {
