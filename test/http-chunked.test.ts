@@ -18,7 +18,7 @@ const FAST: HttpChunkedOptions = { retries: 3, backoffMs: 1, requestTimeoutMs: 2
 
 /** 12 chunks: data, then chunks 4..7 zero, then data; chunk 9 repeats chunk 8; a short last chunk. */
 function image(seed: number): Uint8Array {
-  const bytes = pattern(11 * CHUNK + 1000, seed);
+  const bytes = pattern(11 * CHUNK + 1024, seed);
   bytes.fill(0, 4 * CHUNK, 8 * CHUNK);
   bytes.copyWithin(9 * CHUNK, 8 * CHUNK, 9 * CHUNK);
   return bytes;

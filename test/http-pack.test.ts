@@ -28,7 +28,7 @@ afterAll(() => rm(dir, { recursive: true, force: true }));
 
 /** 40 chunks and a bit: zero runs, a repeated chunk, data. */
 function image(): Uint8Array {
-  const bytes = pattern(40 * CHUNK + 3000, 31);
+  const bytes = pattern(40 * CHUNK + 3072, 31);
   bytes.fill(0, 10 * CHUNK, 20 * CHUNK);
   bytes.copyWithin(30 * CHUNK, 29 * CHUNK, 30 * CHUNK);
   return bytes;
@@ -52,6 +52,21 @@ async function manifestOf(outDir: string): Promise<ChunkedManifest> {
 }
 
 describe('virtio-blk-web pack', () => {
+  test('an image that ends inside a sector is padded with zeroes to the next 512-byte boundary, and says so', async () => {
+    const bytes = pattern(5000, 41);
+    const img = join(dir, 'odd.img');
+    const out = join(dir, 'odd');
+    await writeFile(img, bytes);
+    const c = capture();
+    expect(await packCommand([img, out, '--chunk-size', '64K'], c.io)).toBe(0);
+    const m = await manifestOf(out);
+    expect(m.size).toBe(5120);
+    const padded = new Uint8Array(5120);
+    padded.set(bytes);
+    expect(m.chunks).toEqual([sha(padded)]);
+    expect(c.err()).toContain('120 zero bytes added (the disk is 5120 bytes)');
+  });
+
   test('chunk files are named by their SHA-256; zero chunks have none; a repeated chunk has one', async () => {
     const bytes = image();
     const img = join(dir, 'a.img');

@@ -99,6 +99,8 @@ export async function packCommand(
     const manifest = await packImage(image, outDir, { chunkSize, compress: values.compress, onProgress });
     if (!values.quiet && io.stderr.isTTY) io.stderr.write('\n');
     const stored = manifest.chunks.filter((c) => c !== null).length;
+    const padded = manifest.size - total;
+    if (padded > 0) io.stderr.write(`note: ${image} does not end on a 512-byte sector: ${padded} zero bytes added (the disk is ${manifest.size} bytes)\n`);
     io.stdout.write(
       `packed ${image} (${manifest.size} bytes) into ${outDir}: ${manifest.chunks.length} chunks of ${chunkSize} bytes, ` +
         `${stored} with data, ${manifest.chunks.length - stored} zero, compression ${manifest.compression}, ` +

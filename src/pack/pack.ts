@@ -51,6 +51,8 @@ export interface PackProgress {
   shared: number;
   /** Bytes of chunk files written (compressed size when compressing). */
   storedBytes: number;
+  /** Zero bytes added after the image to end it on a whole sector (counted in `bytes`). */
+  paddedBytes: number;
 }
 
 export const DEFAULT_CHUNK_SIZE = 256 * 1024;
@@ -73,7 +75,7 @@ export async function packStream(
   checkChunkSize(chunkSize);
   const compression = options.compress ? Compression.Gzip : Compression.None;
   const chunks: Array<string | null> = [];
-  const progress: PackProgress = { bytes: 0, chunks: 0, stored: 0, zero: 0, shared: 0, storedBytes: 0 };
+  const progress: PackProgress = { bytes: 0, chunks: 0, stored: 0, zero: 0, shared: 0, storedBytes: 0, paddedBytes: 0 };
   const buffer = new Uint8Array(chunkSize);
   let filled = 0;
 
@@ -111,6 +113,15 @@ export async function packStream(
         filled = 0;
       }
     }
+  }
+  // A disk is whole sectors: the device shows floor(size / 512) of them, so
+  // an image that ends inside a sector is padded with zeroes to the next
+  // boundary (as an import rounds up), or the guest could not see its tail.
+  const padding = (512 - (filled % 512)) % 512;
+  if (padding > 0) {
+    buffer.fill(0, filled, filled + padding);
+    filled += padding;
+    progress.paddedBytes = padding;
   }
   if (filled > 0) await emit(buffer.subarray(0, filled));
 
