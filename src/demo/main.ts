@@ -494,7 +494,7 @@ function showProgress(verb: 'imported' | 'exported'): (p: TransferProgress) => v
   const rest = verb === 'imported' ? 'zero blocks skipped' : 'in holes, not read';
   return (p) => {
     ui.importProgress.value = p.totalBytes ? p.doneBytes / p.totalBytes : 1;
-    ui.progressText.textContent = `${verb} ${mib(p.doneBytes)} of ${mib(p.totalBytes)}; ${mib(p.dataBytes)} of data, ${mib(p.doneBytes - p.dataBytes)} ${rest}`;
+    ui.progressText.textContent = `${verb} ${mib(p.doneBytes)} of ${mib(p.totalBytes)}; ${mib(p.dataBytes)} of data, ${mib(Math.max(0, p.doneBytes - p.dataBytes))} ${rest}`;
   };
 }
 

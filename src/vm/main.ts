@@ -116,7 +116,7 @@ async function boot(): Promise<void> {
       },
       image: () => opened.image.stats,
     });
-    terminal.note('[lab] SeaBIOS → Linux (Debian i386) → root on /dev/vda, this project\'s virtio-blk; half a minute or more');
+    terminal.note('[lab] SeaBIOS → Linux (Debian i386) → root on /dev/vda, this project\'s virtio-blk; half a minute to two minutes, by how busy the machine is');
     setState('booting', 'booting Linux…');
     ui.exportButton.disabled = false;
   } catch (err) {
