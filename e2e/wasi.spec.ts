@@ -68,7 +68,7 @@ test('the same Ruby script with directDiskIo (iovecs straight to the backend)', 
   await rubyProof(await openHarness(page, 'wasi'), true);
 });
 
-for (const backend of ['opfs', 'opfs-facade', 'indexeddb']) {
+for (const backend of ['opfs', 'opfs-facade', 'indexeddb', 'overlay-facade']) {
   test(`backend contract through the adapter's Fd: ${backend}`, async ({ page }) => {
     test.setTimeout(300_000);
     const harness = await openHarness(page, 'wasi');

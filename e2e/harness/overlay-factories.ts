@@ -7,7 +7,7 @@
 import type { BlockBackend } from '../../src/backends/backend.ts';
 import { MemoryBackend } from '../../src/backends/memory.ts';
 import { OverlayBackend, overlayTopBytes } from '../../src/backends/overlay.ts';
-import { openBackend } from '../../src/host/browser/open-backend.ts';
+import { openBackend as openSpec } from '../../src/host/browser/open-backend.ts';
 import type { BackendSpec } from '../../src/host/browser/worker-protocol.ts';
 import type { BackendFactory } from '../../test/contract/backend-contract.ts';
 import { OVERLAY_CAPABILITIES } from './overlay-configs.ts';
@@ -40,9 +40,14 @@ export function memoryOverlayFactory(blockSize?: number): BackendFactory {
 /**
  * Overlays opened through the 'overlay' BackendSpec (as createDisk and the
  * device worker open them), base and top both OPFS disks or both IndexedDB
- * disks, named `PREFIX-base-N` and `PREFIX-top-N`.
+ * disks, named `PREFIX-base-N` and `PREFIX-top-N`. `openBackend` opens a
+ * spec (default: in this thread; the WASI harness passes its facade).
  */
-export function specOverlayFactory(kind: 'opfs' | 'indexeddb', prefix: string): BackendFactory {
+export function specOverlayFactory(
+  kind: 'opfs' | 'indexeddb',
+  prefix: string,
+  openBackend: (spec: BackendSpec) => Promise<BlockBackend> = openSpec,
+): BackendFactory {
   let disks = 0;
   const specs = new WeakMap<BlockBackend, Extract<BackendSpec, { kind: 'overlay' }>>();
   const disk = (name: string, extra: { size?: number; readOnly?: boolean }): BackendSpec =>

@@ -19,6 +19,7 @@ import { SyncBackendClient } from '../../src/wasi/sync-client.ts';
 import { backendContract, pattern, type BackendFactory } from '../../test/contract/backend-contract.ts';
 import { namedDiskFactory } from '../../test/contract/named-disks.ts';
 import { serve } from './rpc.ts';
+import { specOverlayFactory } from './overlay-factories.ts';
 import { adapterFactory } from './wasi-fd-backend.ts';
 import { runRuby } from './wasi-ruby.ts';
 import { STALL_OFFSET } from './wasi-stall-backend.ts';
@@ -40,6 +41,8 @@ const factories: Record<string, () => BackendFactory> = {
     namedDiskFactory((name, o) => facadeDisk({ kind: 'opfs', name, directory: 'wasi-contract-facade', ...o }), { sparseHugeDisks: true, resizable: true }),
   indexeddb: () =>
     namedDiskFactory((name, o) => facadeDisk({ kind: 'indexeddb', name: `wasi-contract-${name}`, ...o }), { sparseHugeDisks: true, resizable: true }),
+  // A copy-on-write overlay (IndexedDB base and top) opened by its spec in the backend worker.
+  'overlay-facade': () => specOverlayFactory('indexeddb', 'wasi-overlay', facadeDisk),
 };
 
 /** The 4 KiB record the Ruby script writes as record i: [i, seed] as two big-endian u32, 512 times. */
