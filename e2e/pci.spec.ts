@@ -31,8 +31,11 @@ function expectGuestSawADisk(result: PciRunResult, capacitySectors: number): voi
   expect(result.stats.ioErrors).toBe(0);
   expect(result.stats.writes).toBeGreaterThan(0);
   expect(result.stats.flushes).toBeGreaterThan(0);
-  // The line rose for the requests, and every rise was lowered by an ISR read.
-  expect(result.rises).toBeGreaterThan(5);
+  // The line rose, and every rise was lowered by an ISR read. How many rises
+  // there are depends on timing: completions that land while the line is
+  // still high (before the driver read ISR) share one rise, so only "some"
+  // is a fact (a fresh-clone run saw 4).
+  expect(result.rises).toBeGreaterThan(0);
   expect(result.falls).toBe(result.rises);
 }
 
