@@ -135,6 +135,18 @@ let running = false;
 let firstStorageError: string | null = null;
 /** Finished runs, published on <body data-runs> for tests. */
 let runsFinished = 0;
+/**
+ * Attach, detach, import and export change which disk is open and hold its lock: one runs at a
+ * time, in the order they were asked for. An export that reattaches the disk afterwards finishes
+ * that attach before the next click is served (a click that came in between used to see no disk
+ * attached and leave the reattach to land after it, on the wrong disk).
+ */
+let diskOps: Promise<void> = Promise.resolve();
+function exclusive(action: () => Promise<void>): Promise<void> {
+  const next = diskOps.then(action, action);
+  diskOps = next.catch(() => undefined);
+  return next;
+}
 
 function say(text: string, error = false): void {
   ui.status.textContent = text;
@@ -623,19 +635,22 @@ ui.seconds.onchange = () => {
 ui.block.onchange = () => void runOptions();
 for (const input of [ui.size, ui.name]) input.oninput = () => void diskSpec();
 ui.backend.onchange = () => void diskSpec();
-ui.attach.onclick = () => void attach();
-ui.detach.onclick = () => void detach();
+ui.attach.onclick = () => void exclusive(attach);
+ui.detach.onclick = () => void exclusive(detach);
 ui.run.onclick = () => void run();
 ui.stop.onclick = () => guest?.stop();
-ui.importFile.onchange = () => void importFile();
-ui.importUrlGo.onclick = () => void (ui.importUrl.value.trim() && importSource(ui.importUrl.value.trim()));
+ui.importFile.onchange = () => void exclusive(importFile);
+ui.importUrlGo.onclick = () => {
+  const url = ui.importUrl.value.trim();
+  if (url) void exclusive(() => importSource(url));
+};
 ui.cancel.onclick = () => transfers.cancel();
 ui.overlayBase.onchange = () => void diskSpec();
 ui.overlayTop.onchange = () => void diskSpec();
-ui.export.onclick = () => void exportDisk();
+ui.export.onclick = () => void exclusive(exportDisk);
 ui.persist.onclick = () => void persist();
 if (globalThis.crossOriginIsolated !== true) ui.backend.querySelector<HTMLOptionElement>('option[value="opfs"]')!.disabled = true;
 
 // The embedded default: a 64 MiB in-memory disk, attached on load.
 void refreshOverlayBases();
-void attach().then(() => (document.body.dataset.ready = 'true'));
+void exclusive(attach).then(() => (document.body.dataset.ready = 'true'));
