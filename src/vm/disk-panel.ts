@@ -21,11 +21,11 @@ export interface PanelSource {
 
 const TILES = [
   ['iops', 'IOPS', 'requests completed per second'],
-  ['mbps', 'MB/s', 'bytes read + written per second (10^6)'],
+  ['mibps', 'MiB/s', 'bytes read + written per second, in MiB (2^20 bytes)'],
   ['inflight', 'in flight', 'requests the device holds now'],
   ['flushes', 'flushes', 'FLUSH requests since boot'],
   ['hits', 'cache hits', 'image blocks found in the block cache'],
-  ['fetched', 'fetched', 'image bytes fetched over HTTP'],
+  ['fetched', 'fetched', 'image bytes fetched over HTTP, and in how many requests'],
   ['reads', 'reads', 'read requests since boot'],
   ['writes', 'writes', 'write requests since boot'],
   ['errors', 'I/O errors', 'requests answered IOERR'],
@@ -34,11 +34,12 @@ type TileId = (typeof TILES)[number][0];
 
 const SAMPLE_MS = 1000;
 
-function bytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
-  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+/** Bytes in binary units with at most one decimal, none when whole: 512 B, 256 KiB, 2.5 MiB, 32 MiB. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'] as const;
+  let i = 0;
+  while (i < units.length - 1 && n >= 1024 ** (i + 1)) i++;
+  return `${Number((n / 1024 ** i).toFixed(1))} ${units[i]}`;
 }
 
 const count = (n: number): string => Math.round(n).toLocaleString('en-US');
@@ -90,7 +91,7 @@ export class DiskPanel {
     if (this.#last) {
       const seconds = (now - this.#last.at) / 1000;
       this.#set('iops', count((s.completed - this.#last.completed) / seconds));
-      this.#set('mbps', ((moved - this.#last.bytes) / seconds / 1e6).toFixed(2));
+      this.#set('mibps', ((moved - this.#last.bytes) / seconds / 2 ** 20).toFixed(2));
     }
     this.#last = { at: now, completed: s.completed, bytes: moved };
     this.#set('inflight', count(s.inFlight));
@@ -101,6 +102,6 @@ export class DiskPanel {
     this.#outputs.get('errors')!.classList.toggle('bad', s.ioErrors > 0);
     const image = source.image();
     this.#set('hits', image ? count(image.cacheHits) : 'n/a');
-    this.#set('fetched', image ? `${bytes(image.bytesFetched)} (${count(image.fetches)})` : 'n/a');
+    this.#set('fetched', image ? `${formatBytes(image.bytesFetched)} in ${count(image.fetches)}` : 'n/a');
   }
 }

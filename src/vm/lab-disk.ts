@@ -13,7 +13,13 @@
 // The top is tied to the base's identity, the SHA-256 of its manifest: a
 // rebuilt image under a kept top is refused with 'base-mismatch' (never mixed
 // data), and the page then offers the reset.
+//
+// A reload's new page can start before the old one has let go of the top's
+// Web Lock (more so while the old one was flushing, on a loaded machine), so
+// a top that is in use is waited for, up to TOP_LOCK_WAIT_MS, and the page is
+// told it is waiting; only then is it "open in another tab".
 
+import { StorageError, StorageErrorCode } from '../backends/backend.ts';
 import { HttpChunkedBackend } from '../backends/http-chunked.ts';
 import { IndexedDbBackend, deleteIndexedDbDisk, listIndexedDbDisks } from '../backends/indexeddb.ts';
 import { OverlayBackend, overlayTopBytes } from '../backends/overlay.ts';
@@ -23,7 +29,7 @@ export const LAB_MANIFEST_URL = '/lab-assets/image/manifest.json';
 /** The IndexedDB disk holding the overlay's top. */
 export const LAB_TOP_NAME = 'vm-lab-overlay';
 
-const TOP_LOCK_WAIT_MS = 5000;
+const TOP_LOCK_WAIT_MS = 30_000;
 
 export interface LabDisk {
   /** What the device serves. */
@@ -36,13 +42,20 @@ export interface LabDisk {
   readonly freshTop: boolean;
 }
 
-export async function openLabDisk(manifestUrl = LAB_MANIFEST_URL): Promise<LabDisk> {
+/** Open the lab disk; `onLockWait` is called once if the top is held elsewhere and waited for. */
+export async function openLabDisk(onLockWait?: () => void, manifestUrl = LAB_MANIFEST_URL): Promise<LabDisk> {
   const image = await HttpChunkedBackend.open(manifestUrl);
   const existed = (await listIndexedDbDisks()).some((d) => d.name === LAB_TOP_NAME);
   let top: IndexedDbBackend | null = null;
   try {
-    // A reload's new page may start before the old one let go of the top's lock.
-    top = await IndexedDbBackend.open({ name: LAB_TOP_NAME, size: overlayTopBytes(image.size), lockWaitMs: TOP_LOCK_WAIT_MS });
+    const openTop = (lockWaitMs: number) => IndexedDbBackend.open({ name: LAB_TOP_NAME, size: overlayTopBytes(image.size), lockWaitMs });
+    try {
+      top = await openTop(0);
+    } catch (err) {
+      if (!(err instanceof StorageError && err.code === StorageErrorCode.InUse)) throw err;
+      onLockWait?.();
+      top = await openTop(TOP_LOCK_WAIT_MS);
+    }
     const backend = await OverlayBackend.open({ base: image, top, name: 'lab root' });
     return { backend, image, identity: image.identity, freshTop: !existed };
   } catch (err) {
