@@ -23,6 +23,16 @@
 // The client polls the State word for a few µs before it sleeps: a backend
 // answering from its cache (IndexedDB's chunk cache) replies in about that
 // time, and waking from Atomics.wait costs more (DESIGN.md: 8-20 µs).
+//
+// Nothing that comes back across the channel is trusted: the backend worker
+// runs other code (a module backend is anyone's), and what it writes in the
+// shared header decides how far this side reads and checks ranges. The
+// disk's size must be a whole number of 512-byte sectors that a double holds
+// exactly, a resize must leave the size that was asked, a Read or Write must
+// report having moved exactly the bytes asked, the answer's state must be
+// one the protocol has, and an error's code and message length must be in
+// range. A violation is a StorageError 'io' (EIO to a WASI program) that
+// says what came back; nothing of it reaches the caller's buffer.
 
 import { StorageError, StorageErrorCode, type BlockBackend, type StorageErrorCode as Code } from '../backends/backend.ts';
 import {
@@ -31,6 +41,7 @@ import {
   ChannelState,
   ChannelWord,
   DiskInfo,
+  MAX_MESSAGE_BYTES,
   STORAGE_ERROR_CODES,
   channelViews,
   type ChannelViews,
@@ -78,12 +89,17 @@ export class SyncBackendClient implements BlockBackend {
     this.readOnly = (info & DiskInfo.ReadOnly) !== 0;
     this.supportsDiscard = (info & DiskInfo.Discard) !== 0;
     this.supportsWriteZeroes = (info & DiskInfo.WriteZeroes) !== 0;
-    this.#size = this.#views.slots[ChannelSlot.Size]!;
+    this.#size = this.#checkedSize(this.#views.slots[ChannelSlot.Size]!, 'published');
     this.#posted = Atomics.load(this.#views.words, ChannelWord.Served);
     if (info & DiskInfo.Resize) {
       this.resize = (newSize: number): void => {
+        if (!(Number.isSafeInteger(newSize) && newSize >= 0)) {
+          throw new StorageError(StorageErrorCode.OutOfRange, `disk size ${newSize} is not a whole number of bytes`);
+        }
         this.#call(ChannelOp.Resize, 0, newSize, 0);
-        this.#size = this.#views.slots[ChannelSlot.Size]!;
+        const reported = this.#views.slots[ChannelSlot.Size]!;
+        if (reported !== newSize) throw this.#violation(`reported a size of ${reported} bytes after a resize to ${newSize}`);
+        this.#size = reported;
       };
     }
   }
@@ -161,9 +177,27 @@ export class SyncBackendClient implements BlockBackend {
       throw this.#closed();
     }
     // Read the result before handing the area back (unless the host closed it meanwhile).
-    const error = state === ChannelState.Failed ? this.#error() : null;
+    const error = state === ChannelState.Failed ? this.#error() : this.#checkDone(state, op, length);
     Atomics.compareExchange(words, ChannelWord.State, state, ChannelState.Idle);
     if (error) throw error;
+  }
+
+  /** Null when `state` is a well-formed Done for `op`; otherwise the violation. */
+  #checkDone(state: number, op: ChannelOp, length: number): StorageError | null {
+    if (state !== ChannelState.Done) return this.#violation(`answered ${opName(op)} with state ${state}, which the protocol does not have`);
+    if (op !== ChannelOp.Read && op !== ChannelOp.Write) return null;
+    const moved = this.#views.slots[ChannelSlot.Result]!;
+    return moved === length ? null : this.#violation(`reported ${moved} bytes moved for a ${opName(op)} of ${length}`);
+  }
+
+  /** The disk size the server reported, if it is one a disk can have. */
+  #checkedSize(size: number, when: string): number {
+    if (Number.isSafeInteger(size) && size >= 0 && size % 512 === 0) return size;
+    throw this.#violation(`${when} a disk size of ${size} bytes (not a whole number of 512-byte sectors)`);
+  }
+
+  #violation(what: string): StorageError {
+    return new StorageError(StorageErrorCode.Io, `${this.name}: the backend worker ${what}; the answer is refused`);
   }
 
   /** Block until the state leaves Request/Working; on timeout throw 'io' and remember the request. */
@@ -213,8 +247,13 @@ export class SyncBackendClient implements BlockBackend {
 
   #error(): StorageError {
     const { words, data } = this.#views;
-    const code: Code = STORAGE_ERROR_CODES[Atomics.load(words, ChannelWord.ErrorCode)] ?? StorageErrorCode.Io;
-    const bytes = Math.min(Atomics.load(words, ChannelWord.MessageBytes), data.length);
+    const index = Atomics.load(words, ChannelWord.ErrorCode);
+    const code: Code | undefined = STORAGE_ERROR_CODES[index];
+    if (code === undefined) return this.#violation(`failed a request with error code ${index}, which is no StorageError code`);
+    const bytes = Atomics.load(words, ChannelWord.MessageBytes);
+    if (!(bytes >= 0 && bytes <= Math.min(MAX_MESSAGE_BYTES, data.length))) {
+      return this.#violation(`failed a request ('${code}') with a message of ${bytes} bytes (at most ${MAX_MESSAGE_BYTES})`);
+    }
     // TextDecoder refuses views on shared memory: copy the few message bytes.
     return new StorageError(code, decoder.decode(data.slice(0, bytes)));
   }

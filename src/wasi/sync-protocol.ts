@@ -71,6 +71,8 @@ export const ChannelSlot = {
   Length: 1,
   /** The disk's size: published before serving and after every resize. */
   Size: 2,
+  /** Done: bytes the server moved for a Read or Write (the client checks it is the length it asked). */
+  Result: 3,
 } as const;
 
 /** Bits of the Info word: the backend's fixed properties. */
@@ -86,6 +88,9 @@ export const DiskInfo = {
 export const CHANNEL_HEADER_BYTES = 64;
 /** Default transfer area: a 1 MiB request (a common emulator and dd block) is one round trip. */
 export const DEFAULT_TRANSFER_BYTES = 1 << 20;
+
+/** Longest error message a Failed answer carries, in UTF-8 bytes. */
+export const MAX_MESSAGE_BYTES = 4096;
 
 /** StorageError codes by index, so an error's code crosses as one word. */
 export const STORAGE_ERROR_CODES = Object.values(StorageErrorCode);
