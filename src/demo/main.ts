@@ -133,6 +133,8 @@ let guest: GuestHandle | null = null;
 let running = false;
 /** The first storage error of the current run (the device's own words), if any. */
 let firstStorageError: string | null = null;
+/** The last IOPS limit sent to the device; a run starts once the device has it. */
+let limitApplied: Promise<void> = Promise.resolve();
 /** Finished runs, published on <body data-runs> for tests. */
 let runsFinished = 0;
 /**
@@ -218,11 +220,17 @@ function overlayBase(): BackendSpec | null {
   return persistentSpec(kind, name, { readOnly: true });
 }
 
+/** Overlay-base refreshes started; only the newest one fills the list. */
+let overlayRefreshes = 0;
 /** Offer every stored disk as an overlay base. */
 async function refreshOverlayBases(): Promise<void> {
-  const keep = ui.overlayBase.value;
+  const refresh = ++overlayRefreshes;
   const opfs = globalThis.crossOriginIsolated ? await listOpfsDisks(OPFS_DIRECTORY).catch(() => []) : [];
   const idb = await listIndexedDbDisks().catch(() => []);
+  // A later refresh listed the disks after this one: its list is the newer. The selection is read
+  // now, not before the awaits, so a base chosen meanwhile is kept.
+  if (refresh !== overlayRefreshes) return;
+  const keep = ui.overlayBase.value;
   const options = [...opfs.map((d) => ['opfs', d]), ...idb.map((d) => ['indexeddb', d])] as Array<[PersistentKind, { name: string; size: number }]>;
   ui.overlayBase.replaceChildren(
     ...options.map(([kind, d]) => new Option(`${KIND_LABEL[kind]} "${d.name}" (${mib(d.size)})`, `${kind}:${d.name}`)),
@@ -238,6 +246,8 @@ async function diskSpec(): Promise<LabDisk | null> {
   const persistent = kind !== 'memory';
   const name = persistent ? shown(ui.name, ui.nameError, checkDiskName(ui.name.value)) : (shown(ui.name, ui.nameError, { ok: true, value: '' }), '');
   const readOnly = ui.readOnly.checked;
+  // Every field is read before the first await: the disk attached is the one the form showed when asked.
+  const sizeText = ui.size.value;
   if (kind === 'overlay') {
     shown(ui.size, ui.sizeError, { ok: true, value: 0 });
     const base = overlayBase();
@@ -247,7 +257,7 @@ async function diskSpec(): Promise<LabDisk | null> {
   }
   const existing = persistent && name ? await diskBytes(kind, name) : null;
   const free = persistent ? await storageFreeBytes() : null;
-  const size = shown(ui.size, ui.sizeError, checkDiskSize(ui.size.value, kind, free, existing));
+  const size = shown(ui.size, ui.sizeError, checkDiskSize(sizeText, kind, free, existing));
   if (size === null || name === null) return null;
   if (kind === 'opfs') return { kind, name, spec: persistentSpec(kind, name, { size, readOnly }), stored: persistentSpec(kind, name), state: null };
   if (kind === 'indexeddb') return observed(kind, name, persistentSpec(kind, name, { size, readOnly }));
@@ -335,16 +345,17 @@ async function startGuest(d: Disk, ram: WebAssembly.Memory): Promise<GuestHandle
 async function attach(): Promise<void> {
   ui.attach.disabled = true;
   try {
-    // Check first: a refused field leaves the attached disk as it is.
-    const lab = await diskSpec();
+    // Check first: a refused field leaves the attached disk as it is. The fields are read before
+    // anything is awaited (an export's reattach runs while the person, or a test, edits them).
+    const readOnly = ui.readOnly.checked;
     const limit = rateLimit();
+    const lab = await diskSpec();
     if (!lab || limit === undefined) {
       say(`attach refused: correct the field marked in red; ${disk ? 'the attached disk is unchanged' : 'no disk is attached'}`, true);
       return;
     }
     await detach();
     say(`attaching the ${lab.kind} disk…`);
-    const readOnly = ui.readOnly.checked;
     try {
       const isolated = globalThis.crossOriginIsolated === true;
       if (!isolated && (lab.kind === 'opfs' || (lab.kind === 'overlay' && JSON.stringify(lab.stored).includes('"opfs"')))) {
@@ -411,9 +422,14 @@ async function run(): Promise<void> {
     return;
   }
   const d = disk;
+  const g = guest;
   running = true;
   ui.run.disabled = true;
   ui.stop.disabled = false;
+  // A limit changed just before Run holds this run from its first request (the device worker
+  // takes it as a message, and the guest's requests do not wait for its messages).
+  await limitApplied;
+  if (disk !== d || guest !== g) return; // detached meanwhile
   clearResults();
   for (const chart of Object.values(charts)) chart.reset(options.durationMs / 1000);
   firstStorageError = null;
@@ -449,7 +465,7 @@ async function run(): Promise<void> {
     }
   };
   try {
-    const r = await guest.run(options, onProgress);
+    const r = await g.run(options, onProgress);
     if (disk !== d) return; // detached meanwhile: these numbers belong to no disk on screen
     ui.result.textContent = describeRun(r, d.stats.throttled - throttledBefore, options.kind);
     ui.result.classList.toggle('error', r.ioErrors > 0 || r.mismatches > 0 || r.finalMismatches !== 0);
@@ -626,7 +642,7 @@ async function persist(): Promise<void> {
 
 ui.limit.onchange = () => {
   const limit = rateLimit();
-  if (limit !== undefined) void disk?.setRateLimit(limit);
+  if (limit !== undefined && disk) limitApplied = disk.setRateLimit(limit).catch(() => undefined);
 };
 for (const input of [ui.qd, ui.seconds]) input.oninput = () => void runOptions();
 ui.seconds.onchange = () => {
