@@ -11,6 +11,9 @@
 // with fd_sync / flush. Rounds alternate the paths' order and keep each
 // path's best. Nothing asserts; the
 // table prints each ratio beside the target (adapter ≥ 0.8 of direct at 1 MiB).
+// WASI_BENCH_BACKENDS=indexeddb (or opfs) runs one backend's rows only;
+// WASI_BENCH_ROWS=1M only the rows whose workload starts so (the 1 MiB write
+// row still fills the disk before the read row).
 
 import type { Page } from 'playwright';
 import type { WasiBenchResult } from '../../e2e/harness/wasi-bench-worker.ts';
@@ -50,7 +53,9 @@ export async function wasiSection(page: Page, quick: boolean, log: (line: string
   const seq: Array<[number, number]> = Array.from({ length: diskBytes / MiB }, (_, i) => [i * MiB, MiB]);
   const rand = (count: number): Array<[number, number]> => Array.from({ length: count }, () => [random.below(diskBytes / (4 * KiB)) * 4 * KiB, 4 * KiB]);
   const rows: WasiRow[] = [];
+  const wanted = process.env.WASI_BENCH_BACKENDS?.split(',').map((b) => b.trim());
   for (const backend of ['opfs', 'indexeddb'] as const) {
+    if (wanted && !wanted.includes(backend)) continue;
     await callPage(page, 'open', { backend, size: diskBytes, cacheBytes: diskBytes / 8 }, 300_000);
     // Writes first: the sequential pass fills the disks, so the reads read data.
     const plan = [
@@ -59,8 +64,9 @@ export async function wasiSection(page: Page, quick: boolean, log: (line: string
       { workload: '4K random fd_pread', requests: rand(backend === 'opfs' ? 20_000 : 3000), write: false, target: null },
       { workload: '4K random fd_pwrite + fd_sync', requests: rand(backend === 'opfs' ? 10_000 : 3000), write: true, target: null },
     ];
+    const rowPrefix = process.env.WASI_BENCH_ROWS;
     try {
-      for (const p of plan) {
+      for (const p of plan.filter((x) => !rowPrefix || x.workload.startsWith(rowPrefix))) {
         const best = {} as Record<(typeof PATHS)[number], WasiBenchResult>;
         let errors = 0;
         for (let r = 0; r < rounds; r++) {
