@@ -95,53 +95,79 @@ export function ensureHostTools(tools: Record<string, string> = HOST_TOOLS): voi
   }
 }
 
-/** Make arm64 packages downloadable (dpkg --add-architecture arm64 && apt-get update). */
-function ensureArm64Architecture(): void {
+/**
+ * Make packages of a foreign architecture downloadable (`dpkg
+ * --add-architecture ARCH && apt-get update`): as root it does so, otherwise
+ * the error says what to run. busybox-static:ARCH is the probe.
+ */
+function ensureForeignArchitecture(arch: string): void {
+  const probe = `busybox-static:${arch}`;
   const foreign = run('dpkg', ['--print-foreign-architectures']).split(/\s+/);
-  const known = /Candidate: (?!\(none\))/.test(run('apt-cache', ['policy', 'busybox-static:arm64']));
-  if (foreign.includes('arm64') && known) return;
+  const known = (): boolean => /Candidate: (?!\(none\))/.test(run('apt-cache', ['policy', probe]));
+  if (foreign.includes(arch) && known()) return;
   if (!isRoot()) {
-    throw new ProvisionError(
-      'arm64 packages are not available to apt\nrun: sudo dpkg --add-architecture arm64 && sudo apt-get update',
-    );
+    throw new ProvisionError(`${arch} packages are not available to apt\nrun: sudo dpkg --add-architecture ${arch} && sudo apt-get update`);
   }
-  log('adding the arm64 architecture');
-  run('dpkg', ['--add-architecture', 'arm64']);
+  log(`adding the ${arch} architecture`);
+  if (!foreign.includes(arch)) run('dpkg', ['--add-architecture', arch]);
   run('apt-get', ['update']);
+  if (!known()) throw new ProvisionError(`apt-get update did not make ${probe} available`);
 }
 
-/** Debian's current arm64 cloud kernel package (unsigned: same image, no signing dependency). */
-function kernelPackage(): string {
-  const deps = run('apt-cache', ['depends', 'linux-image-cloud-arm64:arm64']);
-  const match = /Depends: (linux-image-[\w.+-]+-cloud-arm64)/.exec(deps);
-  if (!match) throw new ProvisionError(`cannot find Debian's arm64 cloud kernel:\n${deps}`);
-  return `${match[1]}-unsigned:arm64`;
+/** Debian's current kernel of `flavour` for `arch` (the -unsigned package: same image, no signing dependency). */
+export function unsignedKernelPackage(arch: string, flavour: string): string {
+  const meta = `linux-image-${flavour}:${arch}`;
+  const deps = run('apt-cache', ['depends', meta]);
+  const match = new RegExp(`Depends: (linux-image-[\\w.+-]+-${flavour})(?::${arch})?\\s`).exec(deps);
+  if (!match) throw new ProvisionError(`cannot find Debian's ${arch} ${flavour} kernel (${meta}):\n${deps}`);
+  return `${match[1]}-unsigned:${arch}`;
 }
 
-function downloadAndExtract(debDir: string, rootDir: string): void {
-  ensureArm64Architecture();
+/**
+ * Debian packages of `arch` unpacked with `dpkg-deb -x` into `<dir>/root`
+ * (nothing is installed on the host). They are downloaded with `apt-get
+ * download` into `<dir>/debs` only when the root lacks one of `required`
+ * (paths relative to it). Returns the root.
+ */
+export function unpackedDebs(dir: string, arch: string, packages: () => string[], required: string[]): string {
+  const debDir = join(dir, 'debs');
+  const rootDir = join(dir, 'root');
+  if (required.every((p) => existsSync(join(rootDir, p)))) return rootDir;
+  ensureForeignArchitecture(arch);
+  rmSync(debDir, { recursive: true, force: true });
   mkdirSync(debDir, { recursive: true });
-  const packages = [kernelPackage(), 'busybox-static:arm64'];
-  log(`downloading ${packages.join(' ')}`);
-  run('apt-get', ['download', ...packages], { cwd: debDir });
+  const names = packages();
+  log(`downloading ${names.join(' ')}`);
+  run('apt-get', ['download', ...names], { cwd: debDir });
   rmSync(rootDir, { recursive: true, force: true });
   for (const deb of readdirSync(debDir).filter((f) => f.endsWith('.deb'))) {
     run('dpkg-deb', ['-x', join(debDir, deb), rootDir]);
   }
+  return rootDir;
 }
 
-/** Module files in load order (dependencies first), for the initramfs. */
-function moduleLoadOrder(rootDir: string, version: string): string[] {
-  run('depmod', ['-b', rootDir, version]);
+/** The kernel image an unpacked kernel package left in `<root>/boot`, and its version. */
+export function unpackedKernel(rootDir: string): { path: string; version: string } {
+  const file = readdirSync(join(rootDir, 'boot')).find((f) => f.startsWith('vmlinuz-'));
+  if (!file) throw new ProvisionError(`no vmlinuz in ${join(rootDir, 'boot')}`);
+  return { path: join(rootDir, 'boot', file), version: file.slice('vmlinuz-'.length) };
+}
+
+/**
+ * Module files for `modules` in load order, dependencies first, from
+ * `modprobe --show-depends` against an unpacked kernel (run depmod first);
+ * `exclude` drops paths (modules the guest cannot or need not load).
+ */
+export function moduleLoadOrder(rootDir: string, version: string, modules: string[], exclude: (path: string) => boolean = () => false): string[] {
   const order: string[] = [];
-  for (const m of GUEST_MODULES) {
+  for (const m of modules) {
     const lines = run('modprobe', ['-d', rootDir, '-S', version, '--show-depends', m]).split('\n');
     for (const line of lines) {
       const path = /^insmod (\S+)/.exec(line.trim())?.[1];
-      if (path && !order.includes(path)) order.push(path);
+      if (path && !order.includes(path) && !exclude(path)) order.push(path);
     }
   }
-  if (order.length === 0) throw new ProvisionError('modprobe found no virtio modules');
+  if (order.length === 0) throw new ProvisionError(`modprobe found none of ${modules.join(' ')}`);
   return order;
 }
 
@@ -170,7 +196,8 @@ poweroff -f
 `;
 
 function buildInitramfs(rootDir: string, version: string, out: string): void {
-  const modules = moduleLoadOrder(rootDir, version);
+  run('depmod', ['-b', rootDir, version]);
+  const modules = moduleLoadOrder(rootDir, version, GUEST_MODULES);
   const entries: CpioEntry[] = [
     { kind: 'dir', path: 'bin' },
     { kind: 'dir', path: 'sbin' },
@@ -194,20 +221,14 @@ export function provision(): LinuxAssets {
     if (assets.layout === LAYOUT_VERSION && existsSync(assets.kernel) && existsSync(assets.initrd)) return assets;
   }
   mkdirSync(cacheDir, { recursive: true });
-  const debDir = join(cacheDir, 'debs');
-  const rootDir = join(cacheDir, 'root');
-  if (!existsSync(join(rootDir, 'bin', 'busybox')) || !existsSync(join(rootDir, 'boot'))) {
-    rmSync(debDir, { recursive: true, force: true });
-    downloadAndExtract(debDir, rootDir);
-  }
-  const kernelFile = readdirSync(join(rootDir, 'boot')).find((f) => f.startsWith('vmlinuz-'));
-  if (!kernelFile) throw new ProvisionError(`no vmlinuz in ${join(rootDir, 'boot')}`);
-  const kernelVersion = kernelFile.slice('vmlinuz-'.length);
+  const packages = (): string[] => [unsignedKernelPackage('arm64', 'cloud-arm64'), 'busybox-static:arm64'];
+  const rootDir = unpackedDebs(cacheDir, 'arm64', packages, ['bin/busybox', 'boot']);
+  const { path: kernel, version: kernelVersion } = unpackedKernel(rootDir);
   const initrd = join(cacheDir, 'initramfs.cpio');
   buildInitramfs(rootDir, kernelVersion, `${initrd}.tmp`);
   renameSync(`${initrd}.tmp`, initrd);
   const assets: LinuxAssets & { layout: number } = {
-    kernel: join(rootDir, 'boot', kernelFile),
+    kernel,
     initrd,
     kernelVersion,
     qemu: which('qemu-system-aarch64')!,

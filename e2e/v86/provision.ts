@@ -8,19 +8,30 @@
 // program after /init is read through the disk under test.
 //
 // The packages are fetched with `apt-get download` and unpacked with
-// `dpkg-deb -x`: nothing is installed on the host except the tools (kmod for
-// depmod/modprobe, e2fsprogs), which e2e/linux/provision.ts's helpers check.
+// `dpkg-deb -x` (e2e/linux/provision.ts's `unpackedDebs`, shared with the
+// QEMU guest's provisioning): nothing is installed on the host except the
+// tools (kmod for depmod/modprobe, e2fsprogs), which its helpers check.
 // i386 packages need `dpkg --add-architecture i386 && apt-get update` once;
 // as root this script does it, otherwise the error says exactly what to run.
 // Idempotent: a second run finds assets.json and downloads nothing.
 //
 // Run directly: `npx tsx e2e/v86/provision.ts`.
 
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpioNewc, type CpioEntry } from '../linux/cpio.ts';
-import { ProvisionError, ensureHostTools, isRoot, log, repoRoot, run } from '../linux/provision.ts';
+import {
+  ProvisionError,
+  ensureHostTools,
+  log,
+  moduleLoadOrder,
+  repoRoot,
+  run,
+  unpackedDebs,
+  unpackedKernel,
+  unsignedKernelPackage,
+} from '../linux/provision.ts';
 
 export const v86CacheDir = join(repoRoot, '.cache', 'v86');
 
@@ -55,54 +66,6 @@ export interface V86Assets {
   busybox: string;
   /** v86's build folder (libv86.mjs, v86.wasm) from the npm package. */
   v86Build: string;
-}
-
-/** Make i386 packages downloadable (dpkg --add-architecture i386 && apt-get update). */
-function ensureI386Architecture(): void {
-  const foreign = run('dpkg', ['--print-foreign-architectures']).split(/\s+/);
-  const known = (): boolean => /Candidate: (?!\(none\))/.test(run('apt-cache', ['policy', 'busybox-static:i386']));
-  if (foreign.includes('i386') && known()) return;
-  if (!isRoot()) {
-    throw new ProvisionError('i386 packages are not available to apt\nrun: sudo dpkg --add-architecture i386 && sudo apt-get update');
-  }
-  log('adding the i386 architecture');
-  if (!foreign.includes('i386')) run('dpkg', ['--add-architecture', 'i386']);
-  run('apt-get', ['update']);
-  if (!known()) throw new ProvisionError('apt-get update did not make busybox-static:i386 available');
-}
-
-/** Debian's current 686 kernel package (unsigned: same image, no signing dependency). */
-function kernelPackage(): string {
-  const deps = run('apt-cache', ['depends', 'linux-image-686:i386']);
-  const match = /Depends: (linux-image-[\w.+-]+-686)(?::i386)?\s/.exec(deps);
-  if (!match) throw new ProvisionError(`cannot find Debian's i386 686 kernel:\n${deps}`);
-  return `${match[1]}-unsigned:i386`;
-}
-
-function downloadAndExtract(debDir: string, rootDir: string): void {
-  ensureI386Architecture();
-  mkdirSync(debDir, { recursive: true });
-  const packages = [kernelPackage(), 'busybox-static:i386', 'seabios'];
-  log(`downloading ${packages.join(' ')}`);
-  run('apt-get', ['download', ...packages], { cwd: debDir });
-  rmSync(rootDir, { recursive: true, force: true });
-  for (const deb of readdirSync(debDir).filter((f) => f.endsWith('.deb'))) {
-    run('dpkg-deb', ['-x', join(debDir, deb), rootDir]);
-  }
-}
-
-/** Module files in load order (dependencies first). */
-function moduleLoadOrder(rootDir: string, version: string, modules: string[], skip: string[] = []): string[] {
-  const order: string[] = [];
-  for (const m of modules) {
-    const lines = run('modprobe', ['-d', rootDir, '-S', version, '--show-depends', m]).split('\n');
-    for (const line of lines) {
-      const path = /^insmod (\S+)/.exec(line.trim())?.[1];
-      if (path && !order.includes(path) && !skip.includes(path) && !UNUSABLE.test(path)) order.push(path);
-    }
-  }
-  if (order.length === 0) throw new ProvisionError(`modprobe found none of ${modules.join(' ')}`);
-  return order;
 }
 
 /**
@@ -156,8 +119,8 @@ exec switch_root /newroot /bin/sh /vbw/init.sh
 
 function buildInitramfs(rootDir: string, version: string, out: string): void {
   run('depmod', ['-b', rootDir, version]);
-  const virtio = moduleLoadOrder(rootDir, version, VIRTIO_MODULES);
-  const ide = [...virtio, ...moduleLoadOrder(rootDir, version, IDE_MODULES, virtio)];
+  const virtio = moduleLoadOrder(rootDir, version, VIRTIO_MODULES, (p) => UNUSABLE.test(p));
+  const ide = [...virtio, ...moduleLoadOrder(rootDir, version, IDE_MODULES, (p) => UNUSABLE.test(p) || virtio.includes(p))];
   const name = (p: string): string => p.split('/').pop()!;
   const entries: CpioEntry[] = [
     { kind: 'dir', path: 'bin' },
@@ -194,22 +157,17 @@ export function provisionV86(): V86Assets {
     if (assets.layout === LAYOUT_VERSION && files.every((f) => existsSync(f))) return { ...assets, v86Build };
   }
   mkdirSync(v86CacheDir, { recursive: true });
-  const debDir = join(v86CacheDir, 'debs');
-  const rootDir = join(v86CacheDir, 'root');
-  const seabios = join(rootDir, 'usr', 'share', 'seabios', 'bios.bin');
-  if (!existsSync(join(rootDir, 'bin', 'busybox')) || !existsSync(join(rootDir, 'boot')) || !existsSync(seabios)) {
-    rmSync(debDir, { recursive: true, force: true });
-    downloadAndExtract(debDir, rootDir);
-  }
-  const kernelFile = readdirSync(join(rootDir, 'boot')).find((f) => f.startsWith('vmlinuz-'));
-  if (!kernelFile) throw new ProvisionError(`no vmlinuz in ${join(rootDir, 'boot')}`);
-  const kernelVersion = kernelFile.slice('vmlinuz-'.length);
+  const seabiosPath = 'usr/share/seabios/bios.bin';
+  const packages = (): string[] => [unsignedKernelPackage('i386', '686'), 'busybox-static:i386', 'seabios'];
+  const rootDir = unpackedDebs(v86CacheDir, 'i386', packages, ['bin/busybox', 'boot', seabiosPath]);
+  const seabios = join(rootDir, seabiosPath);
+  const { path: kernelImage, version: kernelVersion } = unpackedKernel(rootDir);
   // Fixed names, so the pages fetch them without knowing the versions.
   const bios = join(v86CacheDir, 'bios.bin');
   const kernel = join(v86CacheDir, 'vmlinuz.bin');
   const busybox = join(v86CacheDir, 'busybox');
   copyFileSync(seabios, bios);
-  copyFileSync(join(rootDir, 'boot', kernelFile), kernel);
+  copyFileSync(kernelImage, kernel);
   copyFileSync(join(rootDir, 'bin', 'busybox'), busybox);
   const initrd = join(v86CacheDir, 'initramfs.cpio');
   buildInitramfs(rootDir, kernelVersion, `${initrd}.tmp`);
