@@ -1,7 +1,9 @@
 // The v86 adapter's pieces that need no guest: every internal it uses exists
 // in the v86 build this repository installs (npm v86, loaded in Node), a
-// missing one fails with an error naming it, and BAR0 accesses v86 splits
-// into bytes reach the function at the width the guest used.
+// missing one fails with an error naming it, BAR0 accesses v86 splits into
+// bytes reach the function at the width the guest used, and a stalled
+// request is diagnosed where it waits (the project's driver standing in for
+// the guest's).
 
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -13,6 +15,11 @@ import { MemoryBackend } from '../src/backends/memory.ts';
 import type { BlockBackend } from '../src/backends/backend.ts';
 import type { PciFunctionAccessor } from '../src/virtio/pci/function.ts';
 import { PciBarRegion, PciCommonCfg } from '../src/index.ts';
+import { attachVirtioBlk } from '../src/host/v86/attach.ts';
+import { BlkRequestType } from '../src/block/constants.ts';
+import { VirtioBlkDriver } from '../src/driver/block.ts';
+import { PciTransport } from '../src/driver/pci-transport.ts';
+import { GuestMemory } from '../src/virtio/memory.ts';
 
 const build = fileURLToPath(new URL('../node_modules/v86/build/', import.meta.url));
 
@@ -173,4 +180,97 @@ describe('jitDirtyingBackend over memory that grows', () => {
     expect(view.every((b) => b === 7)).toBe(true);
     expect(dirtied).toEqual([[0x2000, 0x2200]]);
   });
+});
+
+describe('diagnose and kick: where a stalled request waits', () => {
+  it('names the link that holds (storage, the ring, the interrupt), and each kick moves the request on', async () => {
+    const { emulator } = await loadedV86();
+    const cpu = v86Internals(emulator);
+    const inner = new MemoryBackend(1 << 20, { data: new Uint8Array(1 << 20).fill(0x5c) });
+    // While `held` is set, reads wait in it (storage that does not answer); `reached` says one arrived.
+    let held: Array<() => void> | null = null;
+    let reached: () => void = () => {};
+    const backend: BlockBackend = {
+      size: inner.size,
+      readOnly: false,
+      supportsDiscard: false,
+      supportsWriteZeroes: false,
+      read: (offset, dst) =>
+        new Promise<void>((resolve) => {
+          const answer = (): void => {
+            inner.read(offset, dst);
+            resolve();
+          };
+          if (held) {
+            held.push(answer);
+            reached();
+          } else queueMicrotask(answer);
+        }),
+      write: (offset, src) => inner.write(offset, src),
+      flush: () => {},
+      discard: () => {},
+      writeZeroes: () => {},
+      close: () => {},
+    };
+    const attached = attachVirtioBlk(emulator, { backend });
+    const ram = { guestAddress: 0, source: cpu.wasm_memory, sourceOffset: cpu.mem8.byteOffset, size: cpu.memory_size[0]! };
+    const memory = new GuestMemory([ram]);
+    const driver = await VirtioBlkDriver.init({
+      transport: new PciTransport(attached.disk.pci!),
+      memory,
+      arena: { addr: 1 << 20, len: 8 << 20 },
+      waitForInterrupt: () => attached.disk.waitForInterrupt(),
+    });
+    const buffer = driver.allocate(512);
+    const read = { type: BlkRequestType.In, sector: 0, in: [buffer] };
+    expect(await driver.read(0, 512)).toEqual(new Uint8Array(512).fill(0x5c));
+    let d = attached.diagnose();
+    expect(d.verdict).toMatch(/^idle:/);
+    expect(d.kick).toBeNull();
+    expect(d.ring!.deviceNextAvail).toBe(d.ring!.availIdx);
+    // v86's own state is read too (a CPU never started: interrupts off, both PICs there).
+    expect(d.cpu.interruptsEnabled).toBe(false);
+    expect(d.cpu.pic).toHaveLength(2);
+
+    // Storage that never answers: the request is popped, in flight, its backend call unsettled.
+    held = [];
+    const arrived = new Promise<void>((resolve) => (reached = resolve));
+    driver.submit(read);
+    driver.kick();
+    await arrived;
+    d = attached.diagnose();
+    expect(d.verdict).toMatch(/^storage: 1 backend call\(s\) unsettled, the oldest \(read 0\+512\)/);
+    expect([d.backend.outstanding, d.device.inFlight, d.kick]).toEqual([1, 1, null]);
+    const answers = held;
+    held = null;
+    for (const answer of answers) answer();
+    expect(await driver.wait()).toHaveLength(1);
+    expect(attached.diagnose().verdict).toMatch(/^idle:/);
+
+    // A chain made available without a notification: the ring holds it; a queue kick serves it.
+    driver.submit(read);
+    d = attached.diagnose();
+    expect(d.verdict).toMatch(/^ring: 1 chain\(s\) available the device never popped/);
+    expect(d.kick).toBe('queue');
+    attached.kick('queue');
+    expect(await driver.wait()).toHaveLength(1);
+
+    // A completion whose interrupt the guest took (ISR read) without reaping: an interrupt kick raises the line again.
+    driver.submit(read);
+    driver.kick();
+    await attached.disk.waitForInterrupt();
+    expect(attached.disk.pci!.readBar(PciBarRegion.IsrCfg, 1)).toBe(1);
+    d = attached.diagnose();
+    expect(d.verdict).toMatch(/^interrupt: 1 completion\(s\) published past used_event .*ISR 0 and the line low/);
+    expect([d.kick, d.line.level]).toEqual(['interrupt', false]);
+    const raises = d.line.raises;
+    attached.kick('interrupt');
+    d = attached.diagnose();
+    expect([d.line.isr, d.line.level, d.line.raises]).toEqual([1, true, raises + 1]);
+    expect(await driver.wait()).toHaveLength(1);
+    d = attached.diagnose();
+    expect(d.verdict).toMatch(/^idle:/);
+    expect([d.line.isr, d.line.level]).toEqual([0, false]);
+    await emulator.destroy();
+  }, 60_000);
 });

@@ -12,6 +12,7 @@ import type { BlockBackend } from '../../src/backends/backend.ts';
 import { MemoryBackend } from '../../src/backends/memory.ts';
 import { OpfsBackend } from '../../src/backends/opfs.ts';
 import { attachVirtioBlk, type V86VirtioBlk } from '../../src/host/v86/index.ts';
+import { explainStall } from '../v86/stall.ts';
 import { V86 } from 'v86';
 
 export type BootBackend =
@@ -48,6 +49,8 @@ export interface BootResult {
   counters?: { dirtyCalls: number; runs: number; redos: number; reads: number; writes: number; discards: number; flushes: number };
   image?: ArrayBuffer;
   error?: string;
+  /** A boot that timed out on this disk: where its requests and interrupts stood, and a kick's outcome (e2e/v86/stall.ts). */
+  stall?: string;
 }
 
 const ASSETS = '/.cache/v86';
@@ -156,6 +159,7 @@ export async function boot(config: BootConfig): Promise<BootResult> {
   await done;
   clearTimeout(timer);
   result.ended = result.marks.some((m) => m.line === 'VBW-END');
+  if (!result.ended && !result.error && attached) result.stall = await explainStall(emulator, attached, backend);
   await emulator.stop();
   if (attached) {
     const s = attached.disk.device.stats;

@@ -23,13 +23,17 @@
 //   access hung 3 of 6 Linux boots on this machine (the guest never read the
 //   ISR again); deferred, 0 of 7 (DESIGN.md).
 // - Guest RAM and the JIT: guest-ram.ts.
+// - When the guest stops making progress: diagnosis.ts (`diagnose`, `kick`).
 
 import type { BlockBackend } from '../../backends/backend.ts';
 import { createSameThreadDisk, type SameThreadDisk, type SameThreadDiskOptions } from '../browser/same-thread.ts';
 import { DiskTransport } from '../browser/types.ts';
 import { BarAccess } from './bar-access.ts';
+import { LineLog, PendingCalls, diagnose, readV86CpuState, type V86DiskDiagnosis } from './diagnosis.ts';
 import { JitDirtyingMemory, jitDirtyingBackend } from './guest-ram.ts';
 import { V86HookError, v86Internals, type V86Like } from './hooks.ts';
+import { BarRegion } from '../../virtio/pci/layout.ts';
+import { InterruptBit, W } from '../../virtio/transport/layout.ts';
 
 /** v86 maps memory in 128 KiB units (`mmap_register` asserts it). */
 export const V86_MMAP_UNIT = 0x2_0000;
@@ -62,6 +66,15 @@ export interface V86VirtioBlk {
   readonly barAddress: number;
   /** Counters: JIT invalidations, deferred device runs, asynchronous requests redone because guest RAM moved. */
   readonly counters: { readonly dirtyCalls: number; readonly runs: number; readonly redos: number };
+  /** Where every request and interrupt stands right now (diagnosis.ts); changes nothing. */
+  diagnose(): V86DiskDiagnosis;
+  /**
+   * Poke what `diagnose().kick` names, as a watchdog would: 'queue' runs the
+   * queue as a notification would; 'interrupt' sets the used-buffer ISR bit
+   * and lowers and raises the line. For a stalled guest only: a guest that
+   * moves on after it shows where the wake-up was lost.
+   */
+  kick(what: 'queue' | 'interrupt'): void;
 }
 
 export class V86AttachError extends Error {
@@ -92,7 +105,9 @@ export function attachVirtioBlk(emulator: V86Like, options: AttachVirtioBlkOptio
     cpu.jit_dirty_cache(start, end);
   };
   const memory = new JitDirtyingMemory(cpu, dirty);
-  const backend = jitDirtyingBackend(options.backend, cpu, dirty, () => counters.redos++);
+  const calls = new PendingCalls();
+  const backend = jitDirtyingBackend(options.backend, cpu, dirty, () => counters.redos++, calls);
+  const log = new LineLog();
   const disk = createSameThreadDisk({
     ...options.disk,
     memory,
@@ -104,11 +119,19 @@ export function attachVirtioBlk(emulator: V86Like, options: AttachVirtioBlkOptio
     // The guest's access returns first; the queue runs (and raises the line) after it.
     scheduleDoorbell: (run) => {
       counters.runs++;
-      queueMicrotask(run);
+      log.mark('doorbell');
+      queueMicrotask(() => {
+        log.mark('run');
+        run();
+      });
     },
   });
   const fn = disk.pci!;
-  fn.onInterruptLevel = (asserted) => (asserted ? pciBus.raise_irq(pciId) : pciBus.lower_irq(pciId));
+  fn.onInterruptLevel = (asserted) => {
+    log.mark(asserted ? 'raise' : 'lower');
+    if (asserted) pciBus.raise_irq(pciId);
+    else pciBus.lower_irq(pciId);
+  };
 
   const space = fn.configSpaceImage();
   // BAR0: 32-bit memory BAR, non-prefetchable, at its fixed address (PCI 3.0 §6.2.5.1).
@@ -121,11 +144,49 @@ export function attachVirtioBlk(emulator: V86Like, options: AttachVirtioBlkOptio
   cpu.io.mmap_register(
     barAddress,
     barSize,
-    (address) => bar.read8(offsetOf(address)),
+    (address) => {
+      const offset = offsetOf(address);
+      const value = bar.read8(offset);
+      if (offset === BarRegion.IsrCfg) log.mark(value === 0 ? 'emptyIsrRead' : 'isrRead');
+      return value;
+    },
     (address, value) => bar.write8(offsetOf(address), value),
     (address) => bar.read32(offsetOf(address)),
     (address, value) => bar.write32(offsetOf(address), value),
   );
 
-  return { disk, slot, barAddress, counters };
+  const state = disk.state;
+  return {
+    disk,
+    slot,
+    barAddress,
+    counters,
+    diagnose: () =>
+      diagnose({
+        state,
+        memory,
+        queue: disk.transport.queue(0),
+        device: disk.device,
+        calls,
+        log,
+        level: fn.interruptLevel,
+        cpu: readV86CpuState(cpu, pciId),
+      }),
+    kick(what) {
+      if (what === 'queue') {
+        fn.core.notify(0);
+        return;
+      }
+      const wasSet = Atomics.or(state, W.InterruptStatus, InterruptBit.UsedBuffer) !== 0;
+      if (wasSet && fn.interruptLevel) {
+        // Already high: a fresh edge, as if it had been lowered in between.
+        log.mark('lower');
+        pciBus.lower_irq(pciId);
+        log.mark('raise');
+        pciBus.raise_irq(pciId);
+        return;
+      }
+      fn.updateInterruptLevel();
+    },
+  };
 }

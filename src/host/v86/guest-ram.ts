@@ -25,6 +25,7 @@
 
 import { StorageError, StorageErrorCode, type BlockBackend, type MaybePromise } from '../../backends/backend.ts';
 import { GuestMemory } from '../../virtio/memory.ts';
+import type { PendingCalls } from './diagnosis.ts';
 import type { V86Cpu } from './hooks.ts';
 
 /** Tells v86's JIT that physical [start, end) changed. */
@@ -90,9 +91,14 @@ const MAX_REDOS = 8;
  *   change while its request is in flight, so redoing either is safe.
  * A view is guest RAM when it lies on the wasm memory's current buffer; its
  * physical address is its offset from the RAM window's start.
+ * `calls`, if given, counts every asynchronous call until it settles (for
+ * `diagnose`: storage that never answers shows there).
  */
-export function jitDirtyingBackend(backend: BlockBackend, cpu: V86Cpu, dirty: DirtyRange, onRedo: () => void = () => {}): BlockBackend {
+export function jitDirtyingBackend(backend: BlockBackend, cpu: V86Cpu, dirty: DirtyRange, onRedo: () => void = () => {}, calls?: PendingCalls): BlockBackend {
   const ramOffset = cpu.mem8.byteOffset;
+  const track = (what: string, offset: number, length: number, result: MaybePromise): MaybePromise =>
+    calls ? calls.track(what, offset, length, result) : result;
+  const bytes = (views: Uint8Array[]): number => views.reduce((n, v) => n + v.length, 0);
   const run = (views: Uint8Array[], call: (views: Uint8Array[]) => MaybePromise, read: boolean): MaybePromise => {
     const buffer = cpu.wasm_memory.buffer;
     const spans = views.map((v) => ({ at: v.byteOffset, length: v.length, guest: v.buffer === buffer }));
@@ -143,20 +149,20 @@ export function jitDirtyingBackend(backend: BlockBackend, cpu: V86Cpu, dirty: Di
     get supportsWriteZeroes() {
       return backend.supportsWriteZeroes;
     },
-    read: (offset, dst) => run([dst], (vs) => backend.read(offset, vs[0]!), true),
-    write: (offset, src) => run([src], (vs) => backend.write(offset, vs[0]!), false),
-    flush: () => backend.flush(),
-    discard: (offset, length) => backend.discard(offset, length),
-    writeZeroes: (offset, length, mayUnmap) => backend.writeZeroes(offset, length, mayUnmap),
+    read: (offset, dst) => track('read', offset, dst.length, run([dst], (vs) => backend.read(offset, vs[0]!), true)),
+    write: (offset, src) => track('write', offset, src.length, run([src], (vs) => backend.write(offset, vs[0]!), false)),
+    flush: () => track('flush', 0, -1, backend.flush()),
+    discard: (offset, length) => track('discard', offset, length, backend.discard(offset, length)),
+    writeZeroes: (offset, length, mayUnmap) => track('write-zeroes', offset, length, backend.writeZeroes(offset, length, mayUnmap)),
     close: () => backend.close(),
   };
   if (backend.readv) {
     const readv = backend.readv.bind(backend);
-    wrapped.readv = (offset, dsts) => run(dsts, (vs) => readv(offset, vs), true);
+    wrapped.readv = (offset, dsts) => track('readv', offset, bytes(dsts), run(dsts, (vs) => readv(offset, vs), true));
   }
   if (backend.writev) {
     const writev = backend.writev.bind(backend);
-    wrapped.writev = (offset, srcs) => run(srcs, (vs) => writev(offset, vs), false);
+    wrapped.writev = (offset, srcs) => track('writev', offset, bytes(srcs), run(srcs, (vs) => writev(offset, vs), false));
   }
   if (backend.resize) wrapped.resize = backend.resize.bind(backend);
   return wrapped;

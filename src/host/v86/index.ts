@@ -9,4 +9,5 @@ export {
   type V86DiskOptions,
   type V86VirtioBlk,
 } from './attach.ts';
+export { formatDiagnosis, type RingState, type V86CpuState, type V86DiskDiagnosis } from './diagnosis.ts';
 export { V86HookError, v86Internals, type V86Cpu, type V86Io, type V86Like, type V86Pci, type V86PciDevice } from './hooks.ts';

@@ -125,6 +125,11 @@ export class TransportDevice {
     return this.#active;
   }
 
+  /** The ring served as queue `index` while active (null otherwise): for hosts' diagnostics, read only. */
+  queue(index: number): SplitQueue | null {
+    return this.#active ? (this.#queues[index] ?? null) : null;
+  }
+
   get stats(): TransportStats {
     return {
       notifications: Atomics.load(this.state, W.NotifyCount),
