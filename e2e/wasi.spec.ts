@@ -4,15 +4,25 @@
 //   called directly and an IndexedDB disk behind the synchronous facade, and
 //   is refused writes on a read-only disk; what it wrote is read back without
 //   the adapter. Once through the shim's Fd API, once with directDiskIo.
-// - The backend contract through the adapter's Fd on OPFS (direct), OPFS and
-//   IndexedDB behind the facade.
+// - The backend contract through the adapter's Fd on OPFS (direct), and
+//   OPFS, IndexedDB, an overlay and both HTTP image forms (Range, chunked;
+//   the read-only part, images served cross-origin by the project's fault
+//   server) behind the facade; every way of writing to an HTTP image through
+//   the adapter gets its errno and nothing reaches the backend worker.
 // - The backend worker ended mid-request: the program gets EIO (after its
 //   timeout when the worker just died, at once when the host ended it), and
 //   the host hears why.
 
 import { expect, test } from './fixtures.ts';
 import { openHarness, type Harness } from './harness.ts';
-import { pattern } from '../test/contract/backend-contract.ts';
+import { backendContract, pattern } from '../test/contract/backend-contract.ts';
+import { FaultServer } from '../test/support/http-server.ts';
+
+let server: FaultServer;
+test.beforeAll(async () => {
+  server = await FaultServer.start();
+});
+test.afterAll(() => server.close());
 
 const MiB = 1 << 20;
 
@@ -75,6 +85,46 @@ for (const backend of ['opfs', 'opfs-facade', 'indexeddb', 'overlay-facade']) {
     const { ran, failures } = await harness.call<{ ran: string[]; failures: Record<string, string> }>('contract', { backend });
     expect(failures).toEqual({});
     expect(ran.length).toBeGreaterThanOrEqual(17);
+  });
+}
+
+/** The read-only cases: those that apply to a factory that cannot write. */
+const readOnlyCases = backendContract
+  .filter((c) => c.applies({ writable: false, create: () => Promise.reject(new Error('capabilities only')) }))
+  .map((c) => c.name);
+
+for (const form of ['range', 'chunked'] as const) {
+  test(`backend contract through the adapter's Fd: HTTP ${form} image behind the facade (read-only cases)`, async ({ page }) => {
+    test.setTimeout(300_000);
+    const harness = await openHarness(page, 'wasi');
+    const { ran, failures } = await harness.call<{ ran: string[]; failures: Record<string, string> }>('contract', { backend: `http-${form}-facade`, server: server.url });
+    expect(failures).toEqual({});
+    expect(ran).toEqual(readOnlyCases);
+  });
+
+  test(`writes through the adapter to an HTTP ${form} image: ROFS at open for writing, BADF on every write, nothing sent`, async ({ page }) => {
+    const harness = await openHarness(page, 'wasi');
+    const r = await harness.call<{
+      errnos: Record<string, number>;
+      opens: Record<string, number>;
+      writesReachedWorker: number;
+      reported: string[];
+      readOnly: boolean;
+      syncErrno: number;
+      readErrno: number;
+      intact: boolean;
+      expected: { BADF: number; ROFS: number; SUCCESS: number };
+    }>('httpWrites', { server: server.url, form });
+    const { BADF, ROFS, SUCCESS } = r.expected;
+    expect(r.readOnly).toBe(true);
+    expect(r.opens).toEqual({ writeRights: ROFS, truncate: ROFS, readRights: SUCCESS, noRights: SUCCESS });
+    expect(r.errnos).toEqual({ fd_pwrite: BADF, fd_write: BADF, fd_filestat_set_size: BADF, fd_allocate: BADF, iovec_fd_pwrite: BADF, iovec_fd_write: BADF });
+    // Refused by the adapter: no write crossed to the backend worker, and no storage error was raised.
+    expect(r.writesReachedWorker).toBe(0);
+    expect(r.reported).toEqual([]);
+    expect(r.syncErrno).toBe(SUCCESS);
+    expect(r.readErrno).toBe(0);
+    expect(r.intact).toBe(true);
   });
 }
 

@@ -11,32 +11,15 @@ import { HttpRangeBackend } from '../../src/backends/http-range.ts';
 import { backendContract, pattern, type BackendFactory } from '../../test/contract/backend-contract.ts';
 import { hex } from '../../src/pack/manifest.ts';
 import { serve } from './rpc.ts';
+import { FAST_HTTP as FAST, TEST_RANGE_BLOCK_BYTES, imageFactory, type Form } from './http-publish.ts';
 
-export type Form = 'range' | 'chunked' | 'chunked-gzip';
+export type { Form };
 
-const FAST = { retries: 3, backoffMs: 1, requestTimeoutMs: 10_000 };
-
-let images = 0;
-
-/** PUT the image to the server (the chunked forms are packed there by the real pack core), then open it. */
-async function publishAndOpen(server: string, form: Form, bytes: Uint8Array): Promise<BlockBackend> {
-  const name = `w${Date.now().toString(36)}-${++images}`;
-  const path = form === 'range' ? `/images/${name}` : `/chunked/${name}?chunkSize=65536${form === 'chunked-gzip' ? '&compress=1' : ''}`;
-  const put = await fetch(`${server}${path}`, { method: 'PUT', body: bytes.slice() });
-  if (put.status !== 201) throw new Error(`PUT ${path}: ${put.status}`);
-  const url = await put.text();
-  return form === 'range' ? HttpRangeBackend.open(url, { ...FAST, blockSize: 16 * 1024 }) : HttpChunkedBackend.open(url, FAST);
-}
-
+/** Images the test server publishes (the chunked forms packed there by the real pack core), opened here. */
 function factory(server: string, form: Form): BackendFactory {
-  return {
-    writable: false,
-    create: async ({ size, data }) => {
-      const bytes = new Uint8Array(size);
-      if (data) bytes.set(data.subarray(0, size));
-      return publishAndOpen(server, form, bytes);
-    },
-  };
+  return imageFactory(server, form, (url) =>
+    form === 'range' ? HttpRangeBackend.open(url, { ...FAST, blockSize: TEST_RANGE_BLOCK_BYTES }) : HttpChunkedBackend.open(url, FAST),
+  );
 }
 
 let open: BlockBackend | null = null;

@@ -2,7 +2,8 @@
 // call goes through an OpenDiskFile's shim Fd API (fd_pread, fd_pwrite,
 // fd_sync, fd_filestat_get, fd_filestat_set_size), the calls a WASI program's
 // imports make. Used by test/wasi.test.ts (memory, in Node) and
-// e2e/harness/wasi-worker.ts (OPFS and IndexedDB, in Chromium).
+// e2e/harness/wasi-worker.ts (OPFS, IndexedDB, an overlay and HTTP images, in
+// Chromium).
 //
 // The wrapper is a block layer over a file, as an emulator's raw-image
 // driver is: it refuses ranges outside the disk before calling (a file

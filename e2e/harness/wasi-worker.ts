@@ -2,8 +2,11 @@
 // facade blocks in Atomics.wait, and OPFS sync handles live only here).
 //
 // - contract: the backend contract through the adapter's Fd
-//   (wasi-fd-backend.ts) on OPFS called directly, and on IndexedDB and OPFS
-//   behind the facade (a backend worker this worker starts);
+//   (wasi-fd-backend.ts) on OPFS called directly, and on IndexedDB, OPFS, an
+//   overlay and both HTTP image forms behind the facade (a backend worker
+//   this worker starts; the HTTP images published on the test's server);
+// - httpWrites: every way a program writes to an HTTP image through the
+//   adapter, and the errno each gets;
 // - ruby: Ruby 3.4 with an OPFS disk (direct), an IndexedDB disk and a
 //   read-only memory disk (both through the facade, channels from the page)
 //   runs a script of positioned I/O; the disks are then read back here
@@ -16,9 +19,14 @@ import type { BlockBackend } from '../../src/backends/backend.ts';
 import type { BackendSpec } from '../../src/host/browser/worker-protocol.ts';
 import { startBackendWorker } from '../../src/wasi/backend-host.ts';
 import { SyncBackendClient } from '../../src/wasi/sync-client.ts';
+import { ChannelWord } from '../../src/wasi/sync-protocol.ts';
+import { directDiskIo } from '../../src/wasi/direct-io.ts';
+import { DiskFile } from '../../src/wasi/disk-file.ts';
+import { WASI, wasi } from '@bjorn3/browser_wasi_shim';
 import { backendContract, pattern, type BackendFactory } from '../../test/contract/backend-contract.ts';
 import { namedDiskFactory } from '../../test/contract/named-disks.ts';
 import { serve } from './rpc.ts';
+import { FAST_HTTP, TEST_RANGE_BLOCK_BYTES, imageFactory, publishImage } from './http-publish.ts';
 import { specOverlayFactory } from './overlay-factories.ts';
 import { adapterFactory } from './wasi-fd-backend.ts';
 import { runRuby } from './wasi-ruby.ts';
@@ -35,7 +43,13 @@ async function facadeDisk(spec: BackendSpec): Promise<BlockBackend> {
   return remote.client({ timeoutMs: 20_000, name: `${spec.kind} disk` });
 }
 
-const factories: Record<string, () => BackendFactory> = {
+/** A facade disk on an HTTP image of `form` at `url` (the spec the backend worker opens). */
+function httpSpec(form: 'range' | 'chunked', url: string): BackendSpec {
+  return form === 'range' ? { kind: 'http-range', url, options: { ...FAST_HTTP, blockSize: TEST_RANGE_BLOCK_BYTES } } : { kind: 'http-chunked', url, options: FAST_HTTP };
+}
+
+/** Factories by backend name; the HTTP ones publish their images on `server`. */
+const factories: Record<string, (server: string) => BackendFactory> = {
   opfs: () => namedDiskFactory((name, o) => OpfsBackend.open({ name, directory: 'wasi-contract', ...o }), { sparseHugeDisks: true, resizable: true }),
   'opfs-facade': () =>
     namedDiskFactory((name, o) => facadeDisk({ kind: 'opfs', name, directory: 'wasi-contract-facade', ...o }), { sparseHugeDisks: true, resizable: true }),
@@ -43,6 +57,8 @@ const factories: Record<string, () => BackendFactory> = {
     namedDiskFactory((name, o) => facadeDisk({ kind: 'indexeddb', name: `wasi-contract-${name}`, ...o }), { sparseHugeDisks: true, resizable: true }),
   // A copy-on-write overlay (IndexedDB base and top) opened by its spec in the backend worker.
   'overlay-facade': () => specOverlayFactory('indexeddb', 'wasi-overlay', facadeDisk),
+  'http-range-facade': (server) => imageFactory(server, 'range', (url) => facadeDisk(httpSpec('range', url))),
+  'http-chunked-facade': (server) => imageFactory(server, 'chunked', (url) => facadeDisk(httpSpec('chunked', url))),
 };
 
 /** The 4 KiB record the Ruby script writes as record i: [i, seed] as two big-endian u32, 512 times. */
@@ -113,8 +129,8 @@ puts "eof=#{File.open('/disks/ro.img', 'rb') { |f| f.pread(10, f.size) rescue $!
 serve({
   isolated: () => crossOriginIsolated,
   /** Run every contract case that applies through the adapter; returns failures by name. */
-  contract: async ({ backend }: { backend: string }) => {
-    const factory = adapterFactory(factories[backend]!());
+  contract: async ({ backend, server }: { backend: string; server?: string }) => {
+    const factory = adapterFactory(factories[backend]!(server ?? ''));
     const ran: string[] = [];
     const failures: Record<string, string> = {};
     for (const c of backendContract) {
@@ -127,6 +143,75 @@ serve({
       }
     }
     return { ran, failures };
+  },
+  /**
+   * An HTTP image of `form` behind the facade, opened through the adapter:
+   * what each way of writing to it answers (errnos), whether any of them
+   * reached the backend worker (its Served count), and whether the image
+   * still reads back as published.
+   */
+  httpWrites: async ({ server, form }: { server: string; form: 'range' | 'chunked' }) => {
+    const image = pattern(256 * 1024, 51);
+    const url = await publishImage(server, form, image);
+    backendWorker ??= new Worker(new URL('../../src/wasi/backend-worker.ts', import.meta.url), { type: 'module' });
+    const remote = await startBackendWorker(httpSpec(form, url), { worker: backendWorker, transferBytes: 256 * 1024 });
+    const client = remote.client({ timeoutMs: 20_000, name: `http-${form} disk` });
+    const served = () => Atomics.load(new Int32Array(remote.channel, 0, 8), ChannelWord.Served);
+    const reported: string[] = [];
+    const file = new DiskFile(client, { name: 'http image', onStorageError: (e) => reported.push(e.code) });
+    const openWith = (oflags: number, rights: bigint) => file.path_open(oflags, rights, 0).ret;
+    const opens = {
+      writeRights: openWith(0, BigInt(wasi.RIGHTS_FD_WRITE)),
+      truncate: openWith(wasi.OFLAGS_TRUNC, 0n),
+      readRights: openWith(0, BigInt(wasi.RIGHTS_FD_READ)),
+      noRights: openWith(0, 0n),
+    };
+    const fd = file.path_open(0, 0n, 0).fd_obj!;
+    const servedBefore = served();
+    // The calls a program's imports make: the shim's Fd API, and the iovec path of directDiskIo.
+    const memory = new WebAssembly.Memory({ initial: 1 });
+    const shim = new WASI([], [], [undefined as never, undefined as never, undefined as never, fd]);
+    directDiskIo(shim);
+    shim.inst = { exports: { memory } } as never;
+    const view = new DataView(memory.buffer);
+    view.setUint32(0, 1024, true);
+    view.setUint32(4, 4096, true);
+    const imports = shim.wasiImport as Record<string, (...args: unknown[]) => number>;
+    const errnos = {
+      fd_pwrite: fd.fd_pwrite(new Uint8Array(512).fill(7), 0n).ret,
+      fd_write: fd.fd_write(new Uint8Array(512).fill(7)).ret,
+      fd_filestat_set_size: fd.fd_filestat_set_size(0n),
+      fd_allocate: fd.fd_allocate(0n, 512n),
+      iovec_fd_pwrite: imports.fd_pwrite!(3, 0, 1, 4096n, 64),
+      iovec_fd_write: imports.fd_write!(3, 0, 1, 64),
+    };
+    const writesReachedWorker = served() - servedBefore;
+    // A device may flush a read-only disk; it must not fail.
+    const syncErrno = fd.fd_sync();
+    const back = new Uint8Array(image.length);
+    let readErrno = 0;
+    for (let at = 0; at < image.length; ) {
+      const { ret, data } = fd.fd_pread(image.length - at, BigInt(at));
+      if (ret !== wasi.ERRNO_SUCCESS || data.length === 0) {
+        readErrno = ret || -1;
+        break;
+      }
+      back.set(data, at);
+      at += data.length;
+    }
+    fd.fd_close();
+    client.close();
+    return {
+      errnos,
+      opens,
+      writesReachedWorker,
+      reported,
+      readOnly: client.readOnly,
+      syncErrno,
+      readErrno,
+      intact: back.every((b, i) => b === image[i]),
+      expected: { BADF: wasi.ERRNO_BADF, ROFS: wasi.ERRNO_ROFS, SUCCESS: wasi.ERRNO_SUCCESS },
+    };
   },
   ruby: async ({ idb, idbName, ro, directIo }: { idb: SharedArrayBuffer; idbName: string; ro: SharedArrayBuffer; directIo: boolean }) => {
     const opfs = await OpfsBackend.open({ name: `ruby-${directIo ? 'direct' : 'fd'}.img`, directory: 'wasi', size: 16 * MiB });
