@@ -9,6 +9,7 @@ import { describe, expect, test } from 'vitest';
 import { StorageError, type BlockBackend } from '../src/backends/backend.ts';
 import { MemoryBackend } from '../src/backends/memory.ts';
 import { OverlayBackend } from '../src/backends/overlay.ts';
+import { overlayLayout } from '../src/backends/overlay-header.ts';
 import { openBackend } from '../src/host/browser/open-backend.ts';
 import { exportStream } from '../src/transfer/export.ts';
 import { memoryOverlayFactory } from '../e2e/harness/overlay-factories.ts';
@@ -73,6 +74,29 @@ describe('overlay behaviour', () => {
       [36 * KiB, 28 * KiB],
     ]);
     expect(overlay.state).toMatchObject({ blocks: 16, baseBlocks: 13, topBlocks: 2, zeroBlocks: 1 });
+  });
+
+  test('a read over a run of top blocks is one top read of the whole run, wherever it starts and ends', async () => {
+    const data = pattern(64 * KiB, 5);
+    const base = new CountingBase(64 * KiB, { data, readOnly: true });
+    const top = new CountingBase(0);
+    const { overlay } = await overlayOf(base, top);
+    await overlay.write(0, pattern(40 * KiB, 6)); // blocks 0-9 in the top
+    await overlay.write(48 * KiB, pattern(16 * KiB, 7)); // blocks 12-15
+    base.reads = [];
+    top.reads = [];
+    const got = await bytes(overlay, 2 * KiB, 60 * KiB);
+    const expected = data.slice();
+    expected.set(pattern(40 * KiB, 6), 0);
+    expected.set(pattern(16 * KiB, 7), 48 * KiB);
+    expect(got).toEqual(expected.subarray(2 * KiB, 62 * KiB));
+    const slot = overlayLayout(64 * KiB, 4 * KiB).dataOffset;
+    // Blocks 0-9 (from 2 KiB in), 12-15 (up to 62 KiB): two top reads, one base read between.
+    expect(top.reads).toEqual([
+      [slot + 2 * KiB, 38 * KiB],
+      [slot + 48 * KiB, 14 * KiB],
+    ]);
+    expect(base.reads).toEqual([[40 * KiB, 8 * KiB]]);
   });
 
   test('a partial write copies its block up from the base; the base is never written', async () => {
