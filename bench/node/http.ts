@@ -102,13 +102,25 @@ function chunkItems(reads: TraceRead[], manifest: ChunkedManifest, base: string,
 
 const mbps = (r: RunResult): number => r.bytes / 1e6 / r.seconds;
 
-export async function httpSection(page: Page, quick: boolean, runId: string, log: (line: string) => void): Promise<HttpSectionResult> {
+/** The section's groups of rows; `httpSection` runs the ones asked for (all by default). */
+export const HTTP_ROW_GROUPS = ['range-seq', 'chunked-seq', 'trace', 'cache-hit', 'chunk-cache'] as const;
+export type HttpRowGroup = (typeof HTTP_ROW_GROUPS)[number];
+
+export async function httpSection(
+  page: Page,
+  quick: boolean,
+  runId: string,
+  log: (line: string) => void,
+  only: { groups?: ReadonlySet<HttpRowGroup>; imageBytes?: number } = {},
+): Promise<HttpSectionResult> {
+  const groups = only.groups ?? new Set(HTTP_ROW_GROUPS);
+  const size = only.imageBytes ?? IMAGE_BYTES;
   const started = Date.now();
-  log(`http: building the 256 MiB image and packing it (256 KiB chunks)`);
+  log(`http: building the ${size / MiB} MiB image and packing it (256 KiB chunks)`);
   const server = await FaultServer.start();
   const rows: HttpRow[] = [];
   try {
-    const bytes = imageBytes(IMAGE_BYTES);
+    const bytes = imageBytes(size);
     server.putImage('bench', bytes);
     const manifest = await server.putChunked('bench', bytes, { chunkSize: CHUNK_BYTES });
     const rangeUrl = server.imageUrl('bench');
@@ -167,64 +179,70 @@ export async function httpSection(page: Page, quick: boolean, runId: string, log
       );
     };
 
-    const seq = sequential(IMAGE_BYTES, MiB);
-    const trace = bootTrace(quick ? 1500 : 4000, IMAGE_BYTES, 7);
+    const seq = sequential(size, MiB);
+    const trace = bootTrace(quick ? 1500 : 4000, size, 7);
     const traceBytes = trace.reduce((n, [, l]) => n + l, 0);
     const rangeSpec: BackendSpec = { kind: 'http-range', url: rangeUrl };
     const chunkedSpec: BackendSpec = { kind: 'http-chunked', url: manifestUrl };
 
     // Sequential, whole image.
-    row('range', 'seqread 1M, 256 MiB', 8, await device(rangeSpec, seq, 8), await baseline(seq.map(([o, l]) => ({ url: rangeUrl, range: [o, o + l - 1] as const })), 8), IMAGE_BYTES);
-    row('chunked', 'seqread 1M, 256 MiB', 8, await device(chunkedSpec, seq, 8), await baseline(chunkItems(seq, manifest, manifestUrl), 8), IMAGE_BYTES, 'baseline: the chunk files, unhashed');
+    if (groups.has('range-seq')) row('range', `seqread 1M, ${size / MiB} MiB`, 8, await device(rangeSpec, seq, 8), await baseline(seq.map(([o, l]) => ({ url: rangeUrl, range: [o, o + l - 1] as const })), 8), size);
+    if (groups.has('chunked-seq')) row('chunked', `seqread 1M, ${size / MiB} MiB`, 8, await device(chunkedSpec, seq, 8), await baseline(chunkItems(seq, manifest, manifestUrl), 8), size, 'baseline: the chunk files, unhashed');
     // Boot-like trace.
-    const traceName = `boot trace (${trace.length} reads, ${(traceBytes / MiB).toFixed(0)} MiB)`;
-    row('range', traceName, 4, await device(rangeSpec, trace, 4), await baseline(trace.map(([o, l]) => ({ url: rangeUrl, range: [o, o + l - 1] as const })), 4), traceBytes, 'baseline: one Range GET per guest read');
-    const chunkedTrace = await device(chunkedSpec, trace, 4);
-    row('chunked', traceName, 4, chunkedTrace, await baseline(chunkItems(trace, manifest, manifestUrl), 4), traceBytes, 'baseline: the chunk files of each guest read');
-    row('chunked', traceName, 4, chunkedTrace, await baseline(chunkItems(trace, manifest, manifestUrl, true), 4), traceBytes, 'baseline: each needed chunk file once (an unbounded cache)');
-
-    // Block-cache hits: a 32 MiB region read once to warm, then measured; against a memory disk.
-    const region = 32 * MiB;
-    const hitSeq = sequential(region, MiB);
-    const random = new Random(11);
-    const hit4k: TraceRead[] = Array.from({ length: quick ? 4000 : 20000 }, () => [random.below(region / 4096) * 4096, 4096] as const);
-    const cached: BackendSpec = { kind: 'http-range', url: rangeUrl, options: { cacheBytes: 64 * MiB } };
-    const memory: BackendSpec = { kind: 'memory', size: region };
-    for (const [name, reads, qd] of [['cache-hit seqread 1M, 32 MiB', hitSeq, 8], ['cache-hit randread 4K, 32 MiB', hit4k, 1]] as const) {
-      const dev = await device(cached, reads, qd, hitSeq);
-      const mem = await device(memory, reads, qd, hitSeq);
-      const bytesRead = reads.reduce((n, [, l]) => n + l, 0);
-      row('range', name, qd, dev, mem, bytesRead, 'baseline: a memory disk through the same device path');
+    if (groups.has('trace')) {
+      const traceName = `boot trace (${trace.length} reads, ${(traceBytes / MiB).toFixed(0)} MiB)`;
+      row('range', traceName, 4, await device(rangeSpec, trace, 4), await baseline(trace.map(([o, l]) => ({ url: rangeUrl, range: [o, o + l - 1] as const })), 4), traceBytes, 'baseline: one Range GET per guest read');
+      const chunkedTrace = await device(chunkedSpec, trace, 4);
+      row('chunked', traceName, 4, chunkedTrace, await baseline(chunkItems(trace, manifest, manifestUrl), 4), traceBytes, 'baseline: the chunk files of each guest read');
+      row('chunked', traceName, 4, chunkedTrace, await baseline(chunkItems(trace, manifest, manifestUrl, true), 4), traceBytes, 'baseline: each needed chunk file once (an unbounded cache)');
     }
 
-    // OPFS chunk cache: first pass fills it, a second pass on a fresh disk reads from it.
-    const directory = `virtio-blk-web/bench-chunk-cache-${runId}`;
-    const withCache: BackendSpec = { kind: 'http-chunked', url: manifestUrl, options: { chunkCache: { maxBytes: 512 * MiB, directory } } };
-    const once = async () => {
-      await callPage(page, 'openDisk', { backend: withCache });
-      const from = server.log.length;
-      try {
-        const result = await callPage<RunResult>(page, 'trace', { reads: seq, queueDepth: 8 }, 600_000);
-        return { ...result, requests: requestsSince(from) };
-      } catch (err) {
-        // Say what the server saw meanwhile, then give up the section.
-        const seen = server.log.slice(from).map((r) => `${r.path.split('/').pop()!.slice(0, 12)} ${r.status ?? '-'}${r.aborted ? ' aborted' : ''}`);
-        const stats = await callPage(page, 'diskStats').catch(() => null);
-        log(`http: the chunk-cache pass failed after ${seen.length} requests: ${seen.slice(-10).join(', ')}; device ${JSON.stringify(stats)}`);
-        throw err;
-      } finally {
-        await callPage(page, 'closeDisk').catch(() => undefined);
+    if (groups.has('cache-hit')) {
+      // Block-cache hits: a 32 MiB region read once to warm, then measured; against a memory disk.
+      const region = 32 * MiB;
+      const hitSeq = sequential(region, MiB);
+      const random = new Random(11);
+      const hit4k: TraceRead[] = Array.from({ length: quick ? 4000 : 20000 }, () => [random.below(region / 4096) * 4096, 4096] as const);
+      const cached: BackendSpec = { kind: 'http-range', url: rangeUrl, options: { cacheBytes: 64 * MiB } };
+      const memory: BackendSpec = { kind: 'memory', size: region };
+      for (const [name, reads, qd] of [['cache-hit seqread 1M, 32 MiB', hitSeq, 8], ['cache-hit randread 4K, 32 MiB', hit4k, 1]] as const) {
+        const dev = await device(cached, reads, qd, hitSeq);
+        const mem = await device(memory, reads, qd, hitSeq);
+        const bytesRead = reads.reduce((n, [, l]) => n + l, 0);
+        row('range', name, qd, dev, mem, bytesRead, 'baseline: a memory disk through the same device path');
       }
-    };
-    const first = await once();
-    const second = await once();
-    row('chunked', 'OPFS chunk cache: 1st pass (fetch + store)', 8, first, null, IMAGE_BYTES);
-    row('chunked', 'OPFS chunk cache: 2nd pass (fresh disk)', 8, second, first, IMAGE_BYTES, 'baseline: the first pass');
-    await callPage(page, 'removeOpfsDirectory', { path: directory });
+    }
+
+    if (groups.has('chunk-cache')) {
+      // OPFS chunk cache: first pass fills it, a second pass on a fresh disk reads from it.
+      const directory = `virtio-blk-web/bench-chunk-cache-${runId}`;
+      const withCache: BackendSpec = { kind: 'http-chunked', url: manifestUrl, options: { chunkCache: { maxBytes: 512 * MiB, directory } } };
+      const once = async () => {
+        await callPage(page, 'openDisk', { backend: withCache });
+        const from = server.log.length;
+        try {
+          const result = await callPage<RunResult>(page, 'trace', { reads: seq, queueDepth: 8 }, 600_000);
+          return { ...result, requests: requestsSince(from) };
+        } catch (err) {
+          // Say what the server saw meanwhile, then give up the section.
+          const seen = server.log.slice(from).map((r) => `${r.path.split('/').pop()!.slice(0, 12)} ${r.status ?? '-'}${r.aborted ? ' aborted' : ''}`);
+          const stats = await callPage(page, 'diskStats').catch(() => null);
+          log(`http: the chunk-cache pass failed after ${seen.length} requests: ${seen.slice(-10).join(', ')}; device ${JSON.stringify(stats)}`);
+          throw err;
+        } finally {
+          await callPage(page, 'closeDisk').catch(() => undefined);
+        }
+      };
+      const first = await once();
+      const second = await once();
+      row('chunked', 'OPFS chunk cache: 1st pass (fetch + store)', 8, first, null, size);
+      row('chunked', 'OPFS chunk cache: 2nd pass (fresh disk)', 8, second, first, size, 'baseline: the first pass');
+      await callPage(page, 'removeOpfsDirectory', { path: directory });
+    }
   } finally {
     await server.close();
   }
-  return { imageBytes: IMAGE_BYTES, chunkBytes: CHUNK_BYTES, rows, seconds: (Date.now() - started) / 1000 };
+  return { imageBytes: size, chunkBytes: CHUNK_BYTES, rows, seconds: (Date.now() - started) / 1000 };
 }
 
 /** The section's table, as text. */
