@@ -11,6 +11,10 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { expect, test } from './fixtures.ts';
 import type { Page } from '@playwright/test';
 
+// Twice the default: beside other suites on a 2-core machine (load average 50 to 78) these took up
+// to 72 s, more than half of 120 s, though nothing in them waits on time.
+test.describe.configure({ timeout: 240_000 });
+
 const MiB = 1024 * 1024;
 const RED = 'rgb(221, 51, 51)';
 
@@ -259,7 +263,8 @@ test('the storage panel shows quota used and free, and asks for persistent stora
 });
 
 test('an IndexedDB disk shows its chunks; an image imports into it with progress, exports back, a big import cancels; an overlay sits over it', async ({ page }) => {
-  test.setTimeout(240_000);
+  // 150 s in that loaded run (a 384 MiB file written and imported, three workloads, four transfers).
+  test.setTimeout(480_000);
   await open(page);
   await page.selectOption('#backend', 'indexeddb');
   await page.fill('#name', 'idb-lab');

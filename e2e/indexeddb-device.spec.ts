@@ -21,6 +21,8 @@ async function workload(h: Harness, queueDepth: number, spanSectors: number, see
 
 for (const host of ['worker', 'same-thread'] as const) {
   test(`${host} host: a model-checked workload at queue depths 1, 16 and 64 on an IndexedDB disk`, async ({ page }) => {
+    // 58 s of the default 120 s beside other suites on 2 cores (load average 50 to 78): twice that.
+    test.setTimeout(240_000);
     const h = await openHarness(page, 'guest', host === 'same-thread' ? '?isolation=off' : '');
     const spec = { kind: 'indexeddb', name: `device-${host}`, size: 16 * MiB, cacheBytes: 2 * MiB };
     const info = await h.call('attach', { backend: spec, host });

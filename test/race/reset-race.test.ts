@@ -133,9 +133,11 @@ function expectClean(name: string, cycles: number, { report, ms, device }: Outco
 describe('R3 reset handshake, device on another thread, async backend, driver resetting with requests in flight', () => {
   it(`R3: ${CYCLES} reset + re-init cycles: no refused FEATURES_OK, no wedge, no late write, correct data after re-init`, async () => {
     expectClean('idle', CYCLES, await race(CYCLES, 0x5eed_0001, 0));
-  }, 120_000);
+    // 46 s and 122 s beside other suites on 2 cores (load average 50 to 78): a wedge is caught
+    // inside the run (bounded polls), not by these timeouts.
+  }, 360_000);
 
   it(`R3: ${CYCLES_LOADED} cycles with two CPU-burning threads: the same`, async () => {
     expectClean('loaded (2 burners)', CYCLES_LOADED, await race(CYCLES_LOADED, 0x5eed_0002, 2));
-  }, 120_000);
+  }, 360_000);
 });
