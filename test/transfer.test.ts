@@ -43,7 +43,7 @@ function chunkStream(bytes: Uint8Array<ArrayBuffer>, chunkBytes: number): Readab
   });
 }
 
-/** A byte stream (BYOB-readable), like File.stream() and fetch bodies. */
+/** A byte stream, like File.stream() and fetch bodies (read through its default reader). */
 function byteStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
   let at = 0;
   return new ReadableStream({
@@ -125,7 +125,7 @@ describe('zero detection', () => {
 describe('block reader', () => {
   for (const [kind, make] of [
     ['default stream', (b: Uint8Array<ArrayBuffer>) => chunkStream(b, 77_777)],
-    ['byte stream (BYOB)', byteStream],
+    ['byte stream', byteStream],
   ] as const) {
     test(`${kind}: fills whole blocks, then the tail, then 0`, async () => {
       const data = pattern(3 * 65536 + 1000, 7);

@@ -5,11 +5,12 @@
 // which is the back-pressure a ReadableStream expects (its own queue stays
 // at its high-water mark).
 //
-// A byte stream (File.stream(), a fetch body) is read with a BYOB reader
-// straight into the block, no copy; such a read transfers the block's buffer,
-// so `fill` hands back the block's new view on the same memory. Any other
-// stream is read chunk by chunk and copied, a chunk's unread tail kept for
-// the next block.
+// Every stream is read with its default reader, chunk by chunk, each chunk
+// copied into the block and its unread tail kept for the next block. A BYOB
+// reader would save that copy for byte streams (File.stream(), a fetch body),
+// and this reader used one until e2e/transfer.spec.ts caught Chromium 150
+// leaving a BYOB read of a Blob's stream unsettled for good, about 1 import in
+// 40 (the copy costs far less than the storage writes it feeds).
 //
 // The stream must deliver exactly the declared size: ending early or running
 // past it is a typed 'truncated' error, never a disk silently padded or cut.
@@ -20,22 +21,14 @@ export class BlockReader {
   readonly #label: string;
   readonly #totalBytes: number;
   #doneBytes = 0;
-  readonly #byob: ReadableStreamBYOBReader | null;
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array> | null;
-  /** Default-reader path: the unread tail of the last chunk. */
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  /** The unread tail of the last chunk. */
   #leftover: Uint8Array | null = null;
 
   constructor(stream: ReadableStream<Uint8Array>, totalBytes: number, label: string) {
     this.#label = label;
     this.#totalBytes = totalBytes;
-    let byob: ReadableStreamBYOBReader | null = null;
-    try {
-      byob = stream.getReader({ mode: 'byob' });
-    } catch {
-      // Not a byte stream: read it chunk by chunk.
-    }
-    this.#byob = byob;
-    this.#reader = byob ? null : stream.getReader();
+    this.#reader = stream.getReader();
   }
 
   /** Bytes delivered so far. */
@@ -45,26 +38,16 @@ export class BlockReader {
 
   /**
    * Fill `block` with the next bytes: all of it, or up to the declared end.
-   * Returns the block's (possibly new) view and the bytes filled; 0 at the end.
+   * Returns the block and the bytes filled; 0 at the end.
    */
   async fill(block: Uint8Array): Promise<{ block: Uint8Array; filled: number }> {
     const want = Math.min(block.length, this.#totalBytes - this.#doneBytes);
     let filled = 0;
     while (filled < want) {
-      let n: number;
-      if (this.#byob) {
-        const { byteOffset, length } = block;
-        // The read detaches `block`: its memory comes back as `value`'s buffer.
-        const { value, done } = await this.#byob.read(new Uint8Array(block.buffer, byteOffset + filled, want - filled));
-        if (done || !value) throw this.#short(filled);
-        block = new Uint8Array(value.buffer, byteOffset, length);
-        n = value.length;
-      } else {
-        const chunk = this.#leftover ?? (await this.#nextChunk(filled));
-        n = Math.min(chunk.length, want - filled);
-        block.set(n === chunk.length ? chunk : chunk.subarray(0, n), filled);
-        this.#leftover = n < chunk.length ? chunk.subarray(n) : null;
-      }
+      const chunk = this.#leftover ?? (await this.#nextChunk(filled));
+      const n = Math.min(chunk.length, want - filled);
+      block.set(n === chunk.length ? chunk : chunk.subarray(0, n), filled);
+      this.#leftover = n < chunk.length ? chunk.subarray(n) : null;
       filled += n;
     }
     this.#doneBytes += filled;
@@ -74,12 +57,12 @@ export class BlockReader {
 
   /** Stop reading and tell the source (releases a fetch's connection, a file's reader). */
   async cancel(reason?: unknown): Promise<void> {
-    await (this.#byob ?? this.#reader)?.cancel(reason).catch(() => undefined);
+    await this.#reader.cancel(reason).catch(() => undefined);
   }
 
   async #nextChunk(filled: number): Promise<Uint8Array> {
     for (;;) {
-      const { value, done } = await this.#reader!.read();
+      const { value, done } = await this.#reader.read();
       if (done) throw this.#short(filled);
       if (!(value instanceof Uint8Array)) {
         throw new StorageError(StorageErrorCode.Io, `${this.#label}: the stream gave a ${Object.prototype.toString.call(value)}, not a Uint8Array`);
@@ -92,18 +75,12 @@ export class BlockReader {
   async #expectEnd(): Promise<void> {
     let extra = this.#leftover?.length ?? 0;
     if (extra === 0) {
-      if (this.#byob) {
-        // A one-byte probe on a fresh buffer: the block is the caller's again.
-        const { value, done } = await this.#byob.read(new Uint8Array(1));
-        extra = done ? 0 : (value?.length ?? 0);
-      } else {
-        for (;;) {
-          const { value, done } = await this.#reader!.read();
-          if (done) break;
-          if (value.length > 0) {
-            extra = value.length;
-            break;
-          }
+      for (;;) {
+        const { value, done } = await this.#reader.read();
+        if (done) break;
+        if (value.length > 0) {
+          extra = value.length;
+          break;
         }
       }
     }
