@@ -75,10 +75,23 @@ export function readConsistently(generation: () => number, read: () => number): 
   }
 }
 
-/** Poll the status until the device has finished a reset (§2.4.2: wait before re-initialising). */
+/** How long a reset may take before the driver gives up on the device. */
+const RESET_DEADLINE_MS = 20_000;
+
+/**
+ * Poll the status until the device has finished a reset (§2.4.2: wait before
+ * re-initialising). Bounded by time, not by polls: chained timers are clamped
+ * to 4 ms, so the old 100,000-poll bound let a device that never finished
+ * hold the driver for some 400 s, longer than the tests that wait on it.
+ */
 export async function waitForResetDone(readStatus: () => number): Promise<void> {
-  for (let i = 0; readStatus() !== 0; i++) {
-    if (i > 100_000) throw new DriverError('device did not finish reset');
+  const deadline = performance.now() + RESET_DEADLINE_MS;
+  for (let i = 0; ; i++) {
+    const status = readStatus();
+    if (status === 0) return;
+    if (performance.now() > deadline) {
+      throw new DriverError(`device did not finish reset in ${RESET_DEADLINE_MS / 1000} s (Status still 0x${(status >>> 0).toString(16)})`);
+    }
     await new Promise((r) => setTimeout(r, i < 10 ? 0 : 1));
   }
 }
