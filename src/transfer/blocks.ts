@@ -38,9 +38,9 @@ export class BlockReader {
 
   /**
    * Fill `block` with the next bytes: all of it, or up to the declared end.
-   * Returns the block and the bytes filled; 0 at the end.
+   * Returns the bytes filled; 0 at the end.
    */
-  async fill(block: Uint8Array): Promise<{ block: Uint8Array; filled: number }> {
+  async fill(block: Uint8Array): Promise<number> {
     const want = Math.min(block.length, this.#totalBytes - this.#doneBytes);
     let filled = 0;
     while (filled < want) {
@@ -52,7 +52,7 @@ export class BlockReader {
     }
     this.#doneBytes += filled;
     if (this.#doneBytes === this.#totalBytes && filled > 0) await this.#expectEnd();
-    return { block, filled };
+    return filled;
   }
 
   /** Stop reading and tell the source (releases a fetch's connection, a file's reader). */

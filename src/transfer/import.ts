@@ -115,8 +115,8 @@ async function copyInto(
   try {
     for (let i = 0; ; i ^= 1) {
       throwIfAborted(signal, what);
-      const { block, filled } = await reader.fill(pool[i]!);
-      pool[i] = block;
+      const block = pool[i]!;
+      const filled = await reader.fill(block);
       throwIfAborted(signal, what);
       // The previous block is stored (its buffer free again) before this one starts.
       if (written) {
